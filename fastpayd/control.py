@@ -1,0 +1,226 @@
+"""The control socket: a Unix stream socket speaking JSON lines.
+
+Each request is one line holding a JSON object ``{"cmd": "<verb>", ...}``; the answer is
+one line ``{"ok": true, ...}`` or ``{"ok": false, "error": {"code": ..., "message": ...}}``.
+A request may carry ``"progress": true``: long commands (``transfer``) then send lines
+``{"progress": {...}}`` before the final answer, which is always the one with ``"ok"``.
+Several requests may follow each other on one connection; they are answered in order.
+
+Commands are the ``do_<verb>(request, progress)`` coroutines of the node object passed in
+(:class:`fastpayd.node.Node` and subclasses), so adding a command is adding a method; its
+docstring is what ``help`` returns.  A failing command never breaks the socket: known
+failures raise :class:`ControlError` (code + message), anything else becomes
+``InternalError`` and is logged.
+
+The socket file is created 0660 (owner and group: the emulation and the CLI run as the
+daemon's user or its group), a stale file from a crashed run is replaced, and the file is
+removed on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1 << 20
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class ControlError(Exception):
+    """A command failed in a way the caller should see: ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def commands_of(target: object) -> dict[str, Callable[..., Awaitable[dict[str, Any]]]]:
+    """Return verb → bound ``do_<verb>`` coroutine method of ``target``."""
+    out = {}
+    for name in dir(target):
+        if name.startswith("do_"):
+            fn = getattr(target, name)
+            if inspect.iscoroutinefunction(fn):
+                out[name[3:]] = fn
+    return out
+
+
+class ControlServer:
+    """Serves ``target``'s ``do_*`` commands on ``path``.  Use as ``async with``."""
+
+    def __init__(self, path: Path, target: object) -> None:
+        self.path = path
+        self.target = target
+        self._commands = commands_of(target)
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)  # stale from a killed run; we own this path
+        old = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE
+            )
+        finally:
+            os.umask(old)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.gather(*self._clients, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _send(writer, _error("BadRequest", "request line too long"))
+                    return
+                except ConnectionError:
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                answer = await self._dispatch(line, writer)
+                if not await _send(writer, answer):
+                    return
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _dispatch(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            return _error("BadRequest", "not a JSON object")
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return _error("BadRequest", "expected an object with a string 'cmd'")
+        cmd = request["cmd"]
+        if cmd == "help":
+            return {"ok": True, "commands": {
+                "help": "List the commands.",
+                **{k: inspect.getdoc(v) or "" for k, v in sorted(self._commands.items())},
+            }}
+        fn = self._commands.get(cmd)
+        if fn is None:
+            return _error("UnknownCommand", f"unknown command {cmd!r}; try 'help'")
+
+        def progress(info: dict[str, Any]) -> None:
+            if request.get("progress") and not writer.is_closing():
+                writer.write(_dump({"progress": info}))
+
+        try:
+            result = await fn(request, progress)
+        except ControlError as exc:
+            return _error(exc.code, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a command failure must not kill the socket
+            code = getattr(exc, "code", None)
+            if isinstance(code, str) and hasattr(exc, "to_message"):
+                return _error(code, str(exc))  # a protocol error: typed already
+            log.exception("control command %s failed", cmd)
+            return _error("InternalError", f"{type(exc).__name__}: {exc}")
+        return {"ok": True, **result}
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, default=_json_default, separators=(",", ":")) + "\n").encode()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> bool:
+    try:
+        writer.write(_dump(obj))
+        await writer.drain()
+    except (ConnectionError, RuntimeError):
+        return False
+    return True
+
+
+async def control_request(
+    path: Path | str,
+    request: dict[str, Any],
+    timeout: float = 60.0,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Send one request to a control socket and return the final answer.
+
+    Raises OSError if the socket cannot be reached, TimeoutError if no answer comes.
+    """
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
+    try:
+        if on_progress is not None:
+            request = {**request, "progress": True}
+        writer.write(_dump(request))
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionError("control socket closed without an answer")
+                answer = json.loads(line)
+                if "progress" in answer and "ok" not in answer:
+                    if on_progress is not None:
+                        on_progress(answer["progress"])
+                    continue
+                return dict(answer)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

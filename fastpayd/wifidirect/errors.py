@@ -1,0 +1,50 @@
+"""Errors of the WiFi Direct link: one root, one subclass per way things fail.
+
+:class:`WpaError` carries the D-Bus error name wpa_supplicant replied with (e.g.
+``fi.w1.wpa_supplicant1.InvalidArgs``) so callers can tell a refused request from a
+radio problem; it is made in exactly one place (:func:`manager.check_reply`).
+"""
+
+from __future__ import annotations
+
+
+class WifiDirectError(Exception):
+    """Root of every error this package raises."""
+
+    code = "wifidirect"
+
+
+class WpaError(WifiDirectError):
+    """wpa_supplicant answered a D-Bus call with an error reply."""
+
+    code = "wpa_error"
+
+    def __init__(self, method: str, name: str, message: str) -> None:
+        super().__init__(f"{method}: {name}: {message}")
+        self.method = method
+        self.name = name
+        self.message = message
+
+
+class InterfaceNotFound(WifiDirectError):
+    """wpa_supplicant does not control the named network interface (or is not on the bus)."""
+
+    code = "interface_not_found"
+
+
+class FormationFailed(WifiDirectError):
+    """Joining or starting a P2P group failed (WPS failure, formation failure, timeout)."""
+
+    code = "formation_failed"
+
+
+class RecordError(WifiDirectError, ValueError):
+    """A FastPay service record could not be encoded or decoded."""
+
+    code = "bad_record"
+
+
+class PeerGone(WifiDirectError):
+    """The peer left radio range (or its group ended) while we were talking to it."""
+
+    code = "peer_gone"
