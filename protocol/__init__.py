@@ -1,0 +1,131 @@
+"""FastPay, sans-I/O: messages, codec, committee, and the authority and client state machines.
+
+Nothing in this package opens a socket, starts a task or touches a file: the
+state machines take messages and return messages (or raise a
+:class:`FastPayError`), and read/write their records through the storage
+protocols in :mod:`protocol.storage`, which the daemon implements.
+"""
+
+from protocol.account import AccountState, ClientRecord
+from protocol.authority import AuthorityState, ConfirmationOutcome
+from protocol.certificate import verify_certificate, verify_vote
+from protocol.codec import (
+    FRAME_HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    decode,
+    decode_as,
+    encode,
+)
+from protocol.committee import AuthorityInfo, Committee
+from protocol.crypto import (
+    DOMAIN_TRANSFER_ORDER,
+    DOMAIN_VOTE,
+    Address,
+    KeyPair,
+    verify_signature,
+)
+from protocol.errors import (
+    ALL_ERRORS,
+    CertificateAuthorityReuse,
+    CertificateNotFound,
+    CertificateRequiresQuorum,
+    FastPayError,
+    FrameTooLarge,
+    IncorrectTransferAmount,
+    InsufficientFunding,
+    InternalError,
+    InvalidMessage,
+    InvalidSequenceNumber,
+    InvalidSignature,
+    MissingEarlierConfirmations,
+    PreviousTransferMustBeConfirmedFirst,
+    TransferAlreadyPending,
+    UnexpectedMessage,
+    UnexpectedSequenceNumber,
+    UnknownMessageType,
+    UnknownSenderAccount,
+    UnknownSigner,
+    UnsupportedVersion,
+    WrongRecipient,
+    error_from_message,
+)
+from protocol.messages import (
+    PROTOCOL_VERSION,
+    U64_MAX,
+    AccountInfoRequest,
+    AccountInfoResponse,
+    CertifiedTransferOrder,
+    ConfirmationAck,
+    ConfirmationOrder,
+    Error,
+    Message,
+    SignedTransferOrder,
+    Transfer,
+    TransferOrder,
+)
+from protocol.storage import (
+    AuthorityStore,
+    ClientStore,
+    InMemoryAuthorityStore,
+    InMemoryClientStore,
+)
+
+__all__ = [
+    "ALL_ERRORS",
+    "DOMAIN_TRANSFER_ORDER",
+    "DOMAIN_VOTE",
+    "FRAME_HEADER_SIZE",
+    "MAX_FRAME_SIZE",
+    "PROTOCOL_VERSION",
+    "U64_MAX",
+    "AccountInfoRequest",
+    "AccountInfoResponse",
+    "AccountState",
+    "Address",
+    "AuthorityInfo",
+    "AuthorityState",
+    "AuthorityStore",
+    "CertificateAuthorityReuse",
+    "CertificateNotFound",
+    "CertificateRequiresQuorum",
+    "CertifiedTransferOrder",
+    "ClientRecord",
+    "ClientStore",
+    "Committee",
+    "ConfirmationAck",
+    "ConfirmationOrder",
+    "ConfirmationOutcome",
+    "Error",
+    "FastPayError",
+    "FrameTooLarge",
+    "InMemoryAuthorityStore",
+    "InMemoryClientStore",
+    "IncorrectTransferAmount",
+    "InsufficientFunding",
+    "InternalError",
+    "InvalidMessage",
+    "InvalidSequenceNumber",
+    "InvalidSignature",
+    "KeyPair",
+    "Message",
+    "MissingEarlierConfirmations",
+    "PreviousTransferMustBeConfirmedFirst",
+    "SignedTransferOrder",
+    "Transfer",
+    "TransferAlreadyPending",
+    "TransferOrder",
+    "UnexpectedMessage",
+    "UnexpectedSequenceNumber",
+    "UnknownMessageType",
+    "UnknownSenderAccount",
+    "UnknownSigner",
+    "UnsupportedVersion",
+    "WrongRecipient",
+    "decode",
+    "decode_as",
+    "encode",
+    "error_from_message",
+    "verify_certificate",
+    "verify_signature",
+    "verify_vote",
+]
