@@ -9,6 +9,7 @@ protocols in :mod:`protocol.storage`, which the daemon implements.
 from protocol.account import AccountState, ClientRecord
 from protocol.authority import AuthorityState, ConfirmationOutcome
 from protocol.certificate import verify_certificate, verify_vote
+from protocol.client import ClientState
 from protocol.codec import (
     FRAME_HEADER_SIZE,
     MAX_FRAME_SIZE,
@@ -39,6 +40,8 @@ from protocol.errors import (
     InvalidSignature,
     MissingEarlierConfirmations,
     PreviousTransferMustBeConfirmedFirst,
+    Timeout,
+    TooManyConnections,
     TransferAlreadyPending,
     UnexpectedMessage,
     UnexpectedSequenceNumber,
@@ -90,6 +93,7 @@ __all__ = [
     "CertificateRequiresQuorum",
     "CertifiedTransferOrder",
     "ClientRecord",
+    "ClientState",
     "ClientStore",
     "Committee",
     "ConfirmationAck",
@@ -111,6 +115,8 @@ __all__ = [
     "MissingEarlierConfirmations",
     "PreviousTransferMustBeConfirmedFirst",
     "SignedTransferOrder",
+    "Timeout",
+    "TooManyConnections",
     "Transfer",
     "TransferAlreadyPending",
     "TransferOrder",

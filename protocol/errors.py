@@ -88,6 +88,20 @@ class UnexpectedMessage(FastPayError):
     default_message = "Message type not accepted here"
 
 
+class Timeout(FastPayError):
+    """A peer was idle or too slow; the connection is closed (sent by the daemon)."""
+
+    code = "Timeout"
+    default_message = "Timed out"
+
+
+class TooManyConnections(FastPayError):
+    """The receiver is at its connection cap; try again later (sent by the daemon)."""
+
+    code = "TooManyConnections"
+    default_message = "Too many connections"
+
+
 class InternalError(FastPayError):
     """The receiver failed for a reason that is not the sender's fault."""
 
@@ -224,6 +238,8 @@ ALL_ERRORS: tuple[type[FastPayError], ...] = (
     UnsupportedVersion,
     FrameTooLarge,
     UnexpectedMessage,
+    Timeout,
+    TooManyConnections,
     InternalError,
     InvalidSignature,
     IncorrectTransferAmount,

@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Annotated
 
 import msgpack  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from protocol.crypto import DOMAIN_TRANSFER_ORDER, DOMAIN_VOTE, KeyPair
 
@@ -49,6 +49,18 @@ AddressBytes = Annotated[bytes, Field(min_length=32, max_length=32)]
 SignatureBytes = Annotated[bytes, Field(min_length=64, max_length=64)]
 AuthorityName = Annotated[str, Field(min_length=1, max_length=MAX_AUTHORITY_NAME_LENGTH)]
 UserData = Annotated[bytes, Field(max_length=MAX_USER_DATA_LENGTH)]
+
+
+def _tuple_of_pairs(value: object) -> object:
+    # Accept a list of [name, signature] lists (natural in Python code) while the
+    # elements themselves stay strictly typed.
+    if isinstance(value, list):
+        return tuple(tuple(e) if isinstance(e, list) else e for e in value)
+    return value
+
+
+def _tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
 
 
 class _Message(BaseModel):
@@ -130,6 +142,7 @@ class CertifiedTransferOrder(_Message):
     signatures: Annotated[
         tuple[tuple[AuthorityName, SignatureBytes], ...],
         Field(max_length=MAX_CERTIFICATE_SIGNATURES),
+        BeforeValidator(_tuple_of_pairs),
     ]
 
 
@@ -164,7 +177,9 @@ class AccountInfoResponse(_Message):
     pending_confirmation: SignedTransferOrder | None = None
     requested_certificate: CertifiedTransferOrder | None = None
     requested_received_transfers: Annotated[
-        tuple[CertifiedTransferOrder, ...], Field(max_length=MAX_RECEIVED_TRANSFERS_PER_RESPONSE)
+        tuple[CertifiedTransferOrder, ...],
+        Field(max_length=MAX_RECEIVED_TRANSFERS_PER_RESPONSE),
+        BeforeValidator(_tuple),
     ] = ()
 
 
