@@ -29,9 +29,10 @@ import collections
 import concurrent.futures
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ CREATE TABLE IF NOT EXISTS accounts (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 """
+
+
+class Serializable(Protocol):
+    def to_bytes(self) -> bytes: ...
 
 
 class StorageError(Exception):
@@ -56,11 +61,12 @@ class Database:
         self.commit_count = 0  # transactions committed (the group-commit test counts them)
         self.committed_writes = 0  # staged writes those transactions carried
         self.failed: BaseException | None = None
+        self.on_failure: Callable[[], None] | None = None  # the daemon stops on it
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sqlite"
         )
         self._conn: sqlite3.Connection | None = None
-        self._staged: dict[tuple[str, bytes], bytes] = {}
+        self._staged: dict[tuple[str, bytes], bytes | Serializable] = {}
         self._version = 0
         self._committed_version = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
@@ -131,8 +137,12 @@ class Database:
 
     # -- writes --------------------------------------------------------------------------
 
-    def stage(self, table: str, key: bytes, value: bytes) -> None:
-        """Stage an upsert; it becomes durable with the next batch."""
+    def stage(self, table: str, key: bytes, value: bytes | Serializable) -> None:
+        """Stage an upsert; it becomes durable with the next batch.
+
+        ``value`` may be an object with ``to_bytes()``: it is serialized by the committer,
+        once per batch even if the key was written many times.
+        """
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         self._staged[(table, key)] = value
@@ -179,6 +189,8 @@ class Database:
                     _, fut = self._waiters.popleft()
                     if not fut.done():
                         fut.set_exception(StorageError(str(exc)))
+                if self.on_failure is not None:
+                    self.on_failure()
                 return
             self.commit_count += 1
             self.committed_writes += len(batch)
@@ -189,7 +201,9 @@ class Database:
                 if not fut.done():
                     fut.set_result(None)
 
-    def _commit_sync(self, items: Iterable[tuple[tuple[str, bytes], bytes]]) -> None:
+    def _commit_sync(
+        self, items: Iterable[tuple[tuple[str, bytes], bytes | Serializable]]
+    ) -> None:
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
@@ -198,7 +212,7 @@ class Database:
                 conn.execute(
                     f"INSERT INTO {table} (key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (key, value),
+                    (key, value if isinstance(value, bytes) else value.to_bytes()),
                 )
             conn.execute("COMMIT")
         except BaseException:

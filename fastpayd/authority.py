@@ -1,0 +1,157 @@
+"""The authority daemon: serves transfer orders, confirmations and account queries.
+
+``handle(message, peer)`` is the link's request handler and runs synchronously on the event
+loop: it feeds the message to :class:`protocol.AuthorityState` (which stages its writes in
+the SQLite store) and returns the response together with the database's "durable" future.
+The connection writes the response only when that future resolves, i.e. after the group
+commit holding the vote (or the settled confirmation) returned from COMMIT.  Errors are
+gated the same way, since they too reveal state (e.g. "another order is pending").
+
+Crash testing: with ``FASTPAYD_TEST_CRASH_AFTER_VOTE_COMMIT=1`` in the environment the
+process SIGKILLs itself right after the commit that made a new vote durable and before the
+vote is written to the socket — the exact window the invariant is about.  The kill is a
+done-callback registered on the durable future *before* the connection's release callback,
+and asyncio runs done-callbacks in registration order.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+from typing import Any
+
+from fastpayd import wire
+from fastpayd.config import ConfigError
+from fastpayd.control import ControlError, Progress
+from fastpayd.node import Node
+from fastpayd.store import SqliteAuthorityStore
+from protocol import (
+    AccountInfoRequest,
+    AuthorityState,
+    ConfirmationOrder,
+    FastPayError,
+    TransferOrder,
+)
+
+CRASH_ENV = "FASTPAYD_TEST_CRASH_AFTER_VOTE_COMMIT"
+
+
+def _suicide(_fut: object) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class AuthorityNode(Node):
+    role = "authority"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.crash_after_vote_commit = os.environ.get(CRASH_ENV) == "1"
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    async def _setup_state(self) -> None:
+        self.store = SqliteAuthorityStore(self.db)
+        await self.store.load()
+        loaded = len(self.store.accounts)
+        try:
+            self.state = AuthorityState(self.name, self.keypair, self.committee, self.store)
+            genesis: dict[bytes, int] = {}
+            for address, balance in self.committee_file.genesis:
+                genesis[address] = genesis.get(address, 0) + balance
+            self.state.init_accounts(genesis)
+        except ValueError as exc:
+            raise ConfigError(f"{self.config.committee_file}: {exc}") from None
+        await self.db.durable()
+        self.events.emit("state_loaded", accounts=len(self.store.accounts),
+                         from_disk=loaded)
+
+    # -- the link's request handler ---------------------------------------------------------
+
+    def handle(self, message: Any, peer: str) -> tuple[Any, Any]:
+        db = self.db
+        kind = type(message)
+        try:
+            if kind is TransferOrder:
+                vote = self.state.handle_transfer_order(message)
+                self.counters["votes"] += 1
+                if self.config.log_requests:
+                    self._log_request("vote_issued", message.transfer, peer)
+                if self.crash_after_vote_commit and not db.is_durable:
+                    gate = db.durable()
+                    gate.add_done_callback(_suicide)
+                    return vote, gate
+                response: Any = vote
+            elif kind is ConfirmationOrder:
+                outcome = self.state.handle_confirmation_order(message)
+                self.counters["confirmations" if outcome.applied else "confirmations_replayed"] += 1
+                if self.config.log_requests:
+                    self._log_request("confirmation_applied", message.certificate.value.transfer,
+                                      peer, applied=outcome.applied)
+                response = outcome.to_ack()
+            elif kind is AccountInfoRequest:
+                response = self.state.handle_account_info_request(message)
+                self.counters["account_info"] += 1
+            else:
+                self.counters["unexpected"] += 1
+                return wire.unexpected_message(message), None
+        except FastPayError as exc:
+            self.counters[f"error:{exc.wire_code}"] += 1
+            response = exc.to_message()
+        return response, None if db.is_durable else db.durable()
+
+    def _log_request(self, event: str, transfer: Any, peer: str, **extra: Any) -> None:
+        self.events.emit(event, peer=peer, sender=transfer.sender.hex(),
+                         sequence_number=transfer.sequence_number, amount=transfer.amount,
+                         **extra)
+
+    # -- control commands ------------------------------------------------------------------
+
+    def status_extra(self) -> dict[str, Any]:
+        return {"accounts": len(self.store.accounts), "counters": dict(self.counters)}
+
+    def _account_view(self, address: bytes) -> dict[str, Any]:
+        state = self.store.load_account(address)
+        if state is None:
+            raise ControlError("UnknownAccount", f"no account {self.account_label(address)}")
+        pending = state.pending_confirmation
+        return {
+            "account": self.account_label(address),
+            "address": address.hex(),
+            "balance": state.balance,
+            "next_sequence_number": state.next_sequence_number,
+            "pending": None if pending is None else {
+                "sequence_number": pending.value.transfer.sequence_number,
+                "recipient": self.account_label(pending.value.transfer.recipient),
+                "amount": pending.value.transfer.amount,
+            },
+        }
+
+    async def do_balance(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Balance of `account` (name or hex) at this authority, or of every account."""
+        await self.db.durable()  # report only what is durable
+        if request.get("account") is not None:
+            return self._account_view(self.resolve_account(request["account"]))
+        limit = request.get("limit", 1000)
+        views = [self._account_view(a) for a in list(self.store.accounts)[:limit]]
+        return {"accounts": views, "total": len(self.store.accounts)}
+
+    async def do_history(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Confirmed and received certificates of `account` at this authority."""
+        await self.db.durable()
+        if request.get("account") is None:
+            raise ControlError("BadRequest", "history on an authority needs an account")
+        address = self.resolve_account(request["account"])
+        state = self.store.load_account(address)
+        if state is None:
+            raise ControlError("UnknownAccount", f"no account {self.account_label(address)}")
+
+        def row(direction: str, cert: Any) -> dict[str, Any]:
+            t = cert.value.transfer
+            return {"direction": direction, "sequence_number": t.sequence_number,
+                    "sender": self.account_label(t.sender),
+                    "recipient": self.account_label(t.recipient), "amount": t.amount}
+
+        return {"account": self.account_label(address), "history": [
+            *(row("sent", c) for c in state.confirmed_log),
+            *(row("received", c) for c in state.received_log),
+        ]}

@@ -1,0 +1,106 @@
+"""Run a node until told to stop: signals, sd_notify, exit status.
+
+* ``SIGTERM``/``SIGINT``: stop accepting, abort in-flight control commands, flush owed
+  replies (each still waits for its commit), commit what is staged, close, exit 0.
+* ``SIGHUP``: :meth:`fastpayd.node.Node.reload` (log level, peers directory); the result is
+  logged and recorded as an event; a bad file is reported and the old config kept.
+* sd_notify: ``READY=1`` once the link and the control socket are up, ``WATCHDOG=1``
+  keep-alives, ``RELOADING=1``/``READY=1`` around a reload, ``STOPPING=1`` on shutdown.
+* A storage failure (a COMMIT that raised) stops the node with exit status 1: replies
+  cannot be released any more, and a restart rebuilds from the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from fastpayd.config import ConfigError, NodeConfig, load_node_config
+from fastpayd.keys import KeyFileError
+from fastpayd.link import LinkError
+from fastpayd.node import Node
+from fastpayd.notify import Notifier
+
+log = logging.getLogger("fastpayd")
+
+
+def node_class(role: str) -> type[Node]:
+    if role == "authority":
+        from fastpayd.authority import AuthorityNode
+
+        return AuthorityNode
+    from fastpayd.client import ClientNode
+
+    return ClientNode
+
+
+async def serve(config: NodeConfig) -> int:
+    """Run the node described by ``config``; return the exit status."""
+    notifier = Notifier()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    status = 0
+    node_ref: list[Node] = []
+
+    def on_hup() -> None:
+        if not node_ref:
+            return
+        notifier.reloading()
+        try:
+            changed = node_ref[0].reload()
+            log.info("SIGHUP: reloaded config (%s)", ", ".join(changed) or "nothing changed")
+        except (ConfigError, OSError) as exc:
+            log.error("SIGHUP: reload failed, keeping the current config: %s", exc)
+        notifier.ready()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        async with node_class(config.role).open(config) as node:
+            node_ref.append(node)
+            node.db.on_failure = stop.set
+            listen = node.link.local_address if node.link else "-"
+            notifier.ready(f"{config.name} serving on {listen}")
+            notifier.start_watchdog()
+            log.info("ready: %s %s, link %s on %s, control %s", config.role, config.name,
+                     config.link.kind, listen,
+                     config.control_socket)
+            await stop.wait()
+            if node.db.failed is not None:
+                status = 1
+            log.info("stopping")
+            notifier.stopping()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await notifier.close()
+    log.info("stopped")
+    return status
+
+
+def run(config_path: str, role: str | None) -> int:
+    """Entry point of ``fastpayd --config FILE``: returns the process exit status."""
+    try:
+        config = load_node_config(config_path)
+    except ConfigError as exc:
+        print(f"fastpayd: {exc}", file=sys.stderr)
+        return 2
+    if role is not None and role != config.role:
+        print(f"fastpayd: --role {role} but {config.path} says role = {config.role!r}",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format=f"%(asctime)s fastpayd[{config.name}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(serve(config))
+    except (ConfigError, KeyFileError, LinkError, OSError) as exc:
+        print(f"fastpayd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,475 @@
+"""The WiFi Direct link: an authority keeps a P2P group up; clients find, join, talk, leave.
+
+Authority side (:class:`WifiDirectAuthority`):
+  advertise the FastPay record (two Bonjour services, see :mod:`.service`) → start an
+  autonomous group as GO (``GroupAdd``) → authorize every client that asks to join:
+  each provision-discovery request from a peer re-arms the committee's WPS PIN on the
+  group interface (``WPS.Start`` type pin). PIN rather than push-button because
+  push-button has *session overlap* detection: two clients pushing at once fail.
+  Members joining/leaving are reported from the group's ``PeerJoined``/
+  ``PeerDisconnected`` signals. If the group ends while we did not ask, it is restarted.
+
+Client side (:class:`WifiDirectClient`):
+  :meth:`~WifiDirectClient.discover` runs P2P ``Find``; every device found gets a
+  Bonjour service-discovery query; devices whose answer holds a FastPay authority record
+  of our committee are returned, strongest signal first; everything else is ignored.
+  :meth:`~WifiDirectClient.session` joins that authority's running group
+  (``Connect`` with ``join`` and the committee PIN; retried on WPS/formation failure),
+  opens a TCP connection to the GO's IPv6 link-local address on the group interface
+  and yields ``(reader, writer)``; on exit (or when the group ends because the peer went
+  out of range) it closes the socket and leaves the group.
+
+Addressing: IPv6 link-local, so nobody has to assign addresses (no CAP_NET_ADMIN, no IP
+tables). The GO's address is derived from its interface address (the group's BSSID) by
+EUI-64, which is the kernel default (``addr_gen_mode`` 0); connection attempts are
+retried until the deadline, which covers duplicate-address detection on a fresh group
+interface.
+
+Events: ``on_event(name, **fields)`` is called with ``t=time.monotonic()`` in the
+fields; names are listed in :data:`EVENTS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastpayd.wifidirect import defs, service
+from fastpayd.wifidirect.errors import FormationFailed, PeerGone, WifiDirectError, WpaError
+from fastpayd.wifidirect.manager import Group, Peer, Signal, WpaManager
+from fastpayd.wifidirect.service import FastPayRecord
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[..., None]
+
+EVENTS = (
+    "peer_found",  # address, name, level: a P2P device answered our Find
+    "peer_lost",  # address
+    "authority_discovered",  # address, name, committee, port, level, sd_seconds
+    "peer_ignored",  # address, reason: not a FastPay authority of our committee
+    "group_started",  # role, ifname, frequency, elapsed (authority: GO up)
+    "group_finished",  # role, ifname, reason
+    "group_joined",  # address, ifname, go_address, elapsed, attempts (client)
+    "formation_failed",  # address, reason, attempt
+    "session_opened",  # address, host, elapsed (TCP connected)
+    "group_left",  # address, reason, duration (client left)
+    "client_joined",  # address (authority: a client joined the group)
+    "client_left",  # address
+)
+
+DEFAULT_FREQUENCY = 2437  # channel 6: a social channel, so clients doing a social find see it
+
+
+def _noop(name: str, **fields: Any) -> None:
+    return None
+
+
+def link_local_from_mac(mac: str) -> str:
+    """The EUI-64 IPv6 link-local address of an interface with MAC ``mac``."""
+    b = bytearray(defs.mac_bytes(mac))
+    b[0] ^= 0x02
+    eui = bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:])
+    groups = [f"{(eui[i] << 8) | eui[i + 1]:x}" for i in range(0, 8, 2)]
+    return "fe80::" + ":".join(groups)
+
+
+@dataclass(frozen=True)
+class AuthorityPeer:
+    """An authority in range, learned from its FastPay service record."""
+
+    address: str  # P2P device address
+    path: str  # wpa_supplicant peer object
+    record: FastPayRecord
+    level: int | None  # dBm, last frame heard
+    discovered_at: float  # monotonic
+
+
+class _Emitter:
+    def __init__(self, on_event: EventCallback | None) -> None:
+        self._on_event = on_event or _noop
+
+    def emit(self, name: str, **fields: Any) -> None:
+        fields.setdefault("t", time.monotonic())
+        try:
+            self._on_event(name, **fields)
+        except Exception:  # the link must not die of a bad event sink
+            log.exception("event callback failed for %s", name)
+
+
+class WifiDirectAuthority(_Emitter):
+    """An authority's side of the link: advertise, keep a group up as GO, admit clients.
+
+    Use as ``async with WifiDirectAuthority(record) as auth: server = await auth.serve(h)``.
+    """
+
+    def __init__(self, record: FastPayRecord, ifname: str = "wlan0",
+                 bus_address: str | None = None, frequency: int = DEFAULT_FREQUENCY,
+                 on_event: EventCallback | None = None, start_timeout: float = 60.0) -> None:
+        super().__init__(on_event)
+        self.record = record
+        self.frequency = frequency
+        self.start_timeout = start_timeout
+        self.manager = WpaManager(ifname, bus_address)
+        self.pin = service.wps_pin_for(record.committee)
+        self.group: Group | None = None
+        self.members: set[str] = set()
+        self._token: int | None = None
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> WifiDirectAuthority:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Advertise the record and start the group; return once the GO is up."""
+        await self.manager.start()
+        try:
+            self._token = self.manager.subscribe(self._on_signal)
+            for query, response in self.record.bonjour_services():
+                with contextlib.suppress(WpaError):  # left over from an earlier run
+                    await self.manager.delete_bonjour_service(query)
+                await self.manager.add_bonjour_service(query, response)
+            await self._start_group()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_group(self) -> None:
+        t0 = time.monotonic()
+        with self.manager.expect({defs.SIG_GROUP_STARTED},
+                                 lambda s: s.args[0].get("role") == "GO") as exp:
+            await self.manager.group_add(persistent=False, frequency=self.frequency)
+            sig = await exp.wait(self.start_timeout)
+        self.group = self.manager.groups[sig.args[0]["group_object"]]
+        await self._authorize()
+        self.emit("group_started", role="GO", ifname=self.group.ifname,
+                  frequency=self.group.frequency, elapsed=sig.at - t0)
+
+    async def _authorize(self) -> None:
+        """(Re-)arm the committee PIN on the GO so the next enrollee can use it."""
+        if self.group is None:
+            return
+        try:
+            await self.manager.wps_start(self.group.iface_path, Role="enrollee", Type="pin",
+                                         Pin=self.pin)
+        except WpaError as exc:
+            log.warning("could not arm WPS PIN: %s", exc)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _peer_address(self, path: str) -> str:
+        peer = self.manager.peers.get(path)
+        return peer.address if peer and peer.address else path.rsplit("/", 1)[-1]
+
+    def _on_signal(self, sig: Signal) -> None:
+        group = self.group
+        if sig.name in defs.PD_REQUEST_SIGNALS:
+            # A client is about to join: make sure an unused PIN is armed for it.
+            self._spawn(self._authorize())
+        elif group is not None and sig.path == group.path and sig.name == defs.SIG_PEER_JOINED:
+            address = self._peer_address(sig.args[0])
+            self.members.add(address)
+            self.emit("client_joined", address=address)
+            self._spawn(self._authorize())
+        elif (group is not None and sig.path == group.path
+              and sig.name == defs.SIG_PEER_DISCONNECTED):
+            address = self._peer_address(sig.args[0])
+            self.members.discard(address)
+            self.emit("client_left", address=address)
+        elif (sig.name == defs.SIG_GROUP_FINISHED and group is not None
+              and sig.args[0].get("group_object") == group.path):
+            self.group = None
+            self.members.clear()
+            self.emit("group_finished", role="GO", ifname=group.ifname,
+                      reason="stopped" if self._stopping else "lost")
+            if not self._stopping:
+                self._spawn(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            await self._start_group()
+        except (WifiDirectError, TimeoutError) as exc:
+            log.error("could not restart the group: %s", exc)
+
+    @property
+    def group_ifname(self) -> str:
+        """The network interface the group runs on (where clients reach us)."""
+        return self.group.ifname if self.group else ""
+
+    async def serve(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                            Awaitable[None]]) -> asyncio.Server:
+        """Listen on ``[::]:port`` (the advertised port) and return the server.
+
+        Clients reach it through the GO's link-local address on the group interface.
+        """
+        return await asyncio.start_server(handler, host="::", port=self.record.port,
+                                          family=socket.AF_INET6, reuse_address=True)
+
+    async def stop(self) -> None:
+        """End the group and withdraw the record; safe to call twice."""
+        self._stopping = True
+        try:
+            for task in list(self._tasks):
+                task.cancel()
+            group = self.group
+            if group is not None and self.manager.iface_path:
+                with self.manager.expect({defs.SIG_GROUP_FINISHED}) as exp:
+                    with contextlib.suppress(WpaError):
+                        await self.manager.disconnect(group.iface_path)
+                        await exp.wait(10.0)
+            if self.manager.iface_path:
+                for query, _ in self.record.bonjour_services():
+                    with contextlib.suppress(WpaError):
+                        await self.manager.delete_bonjour_service(query)
+        except (TimeoutError, WifiDirectError) as exc:
+            log.warning("authority stop: %s", exc)
+        finally:
+            if self._token is not None:
+                self.manager.unsubscribe(self._token)
+                self._token = None
+            await self.manager.stop()
+
+
+class WifiDirectClient(_Emitter):
+    """A client's side of the link: find authorities of one committee, talk to one at a time.
+
+    ``async with WifiDirectClient("committee-1") as c:
+    peers = await c.discover(20); async with c.session(peers[0]) as (r, w): ...``
+    """
+
+    def __init__(self, committee: str, ifname: str = "wlan0", bus_address: str | None = None,
+                 on_event: EventCallback | None = None) -> None:
+        super().__init__(on_event)
+        self.committee = committee
+        self.pin = service.wps_pin_for(committee)
+        self.manager = WpaManager(ifname, bus_address)
+        self.authorities: dict[str, AuthorityPeer] = {}  # by device address
+        self._token: int | None = None
+
+    async def __aenter__(self) -> WifiDirectClient:
+        await self.manager.start()
+        self._token = self.manager.subscribe(self._on_signal)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            with contextlib.suppress(WifiDirectError):
+                await self.manager.stop_find()
+        finally:
+            if self._token is not None:
+                self.manager.unsubscribe(self._token)
+            await self.manager.stop()
+
+    def _on_signal(self, sig: Signal) -> None:
+        if sig.name == defs.SIG_DEVICE_LOST:
+            address = sig.args[0].rsplit("/", 1)[-1]
+            lost = [a for a, p in self.authorities.items() if p.path == sig.args[0]]
+            for addr in lost:
+                del self.authorities[addr]
+            self.emit("peer_lost", address=lost[0] if lost else address)
+
+    # -- discovery -------------------------------------------------------------------
+    async def discover(self, timeout: float = 30.0, want: int | None = None,
+                       query_timeout: float = 10.0) -> list[AuthorityPeer]:
+        """Find authorities of our committee in range; strongest signal first.
+
+        Runs P2P Find for up to ``timeout`` seconds (less if ``want`` authorities were
+        found) and asks every device found for its Bonjour services. Devices without a
+        FastPay authority record of our committee are ignored (``peer_ignored``).
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        found: dict[str, AuthorityPeer] = {}
+        enough = asyncio.Event()
+        queries: dict[str, asyncio.Task[None]] = {}
+
+        async def query(peer: Peer) -> None:
+            tq = time.monotonic()
+            pred: Callable[[Signal], bool] = lambda s: s.args[0].get("peer_object") == peer.path  # noqa: E731
+            with self.manager.expect({defs.SIG_SD_RESPONSE}, pred) as exp:
+                ref = await self.manager.service_discovery_request(
+                    service.bonjour_all_query(), peer.path)
+                try:
+                    sig = await exp.wait(max(0.1, min(query_timeout, deadline - tq)))
+                except TimeoutError:
+                    with contextlib.suppress(WpaError):
+                        await self.manager.service_discovery_cancel(ref)
+                    self.emit("peer_ignored", address=peer.address, reason="no service answer")
+                    return
+            records = [r for r in service.records_from_tlvs(bytes(sig.args[0].get("tlvs", b"")))
+                       if r.role == "authority"]
+            mine = [r for r in records if r.committee == self.committee]
+            if not mine:
+                reason = "other committee" if records else "not a FastPay authority"
+                self.emit("peer_ignored", address=peer.address, reason=reason)
+                return
+            with contextlib.suppress(WpaError):
+                peer = await self.manager.refresh_peer(peer.path)
+            ap = AuthorityPeer(peer.address, peer.path, mine[0], peer.level, sig.at)
+            found[ap.address] = ap
+            self.authorities[ap.address] = ap
+            self.emit("authority_discovered", address=ap.address, name=ap.record.name,
+                      committee=ap.record.committee, port=ap.record.port, level=ap.level,
+                      sd_seconds=sig.at - tq, since_start=sig.at - t0)
+            if want is not None and len(found) >= want:
+                enough.set()
+
+        def start_query(peer: Peer) -> None:
+            if peer.path in queries or not peer.address:
+                return
+            queries[peer.path] = asyncio.ensure_future(query(peer))
+
+        def on_found(sig: Signal) -> None:
+            if sig.name != defs.SIG_DEVICE_FOUND:
+                return
+            peer = self.manager.peers.get(sig.args[0])
+            if peer is None:
+                return
+            self.emit("peer_found", address=peer.address, name=peer.name, level=peer.level,
+                      since_start=sig.at - t0)
+            start_query(peer)
+
+        token = self.manager.subscribe(on_found)
+        try:
+            await self.manager.find("social")
+            for peer in list(self.manager.peers.values()):
+                if peer.found:  # found earlier in this manager's life: ask again
+                    start_query(peer)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(enough.wait(), max(0.0, deadline - time.monotonic()))
+        finally:
+            self.manager.unsubscribe(token)
+            for task in queries.values():
+                task.cancel()
+            await asyncio.gather(*queries.values(), return_exceptions=True)
+            with contextlib.suppress(WifiDirectError):
+                await self.manager.stop_find()
+        return sorted(found.values(), key=lambda p: -(p.level if p.level is not None else -999))
+
+    # -- sessions --------------------------------------------------------------------
+    async def _join(self, peer: AuthorityPeer, deadline: float, attempts: int) -> Group:
+        names = {defs.SIG_GROUP_STARTED, defs.SIG_GROUP_FORMATION_FAILURE, defs.SIG_WPS_FAILED,
+                 defs.SIG_GO_NEGOTIATION_FAILURE, defs.SIG_PD_FAILURE}
+        last = "timeout"
+        for attempt in range(1, attempts + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with self.manager.expect(names) as exp:
+                try:
+                    await self.manager.connect(peer=peer.path, join=True, wps_method="display",
+                                               pin=self.pin)
+                    sig = await exp.wait(remaining)
+                except TimeoutError:
+                    sig = None
+                except WpaError as exc:
+                    sig, last = None, str(exc)
+            if sig is not None and sig.name == defs.SIG_GROUP_STARTED:
+                return self.manager.groups[sig.args[0]["group_object"]]
+            if sig is not None:
+                last = f"{sig.name} {sig.args!r}"
+            self.emit("formation_failed", address=peer.address, reason=last, attempt=attempt)
+            with contextlib.suppress(WpaError):
+                await self.manager.cancel()
+            # Peer must be seen in Find/Listen again before the next Connect.
+            with contextlib.suppress(WpaError):
+                await self.manager.find("social")
+                with self.manager.expect({defs.SIG_DEVICE_FOUND},
+                                         lambda s: s.args[0] == peer.path) as seen:
+                    await seen.wait(max(0.1, min(10.0, deadline - time.monotonic())))
+        raise FormationFailed(f"could not join {peer.address}: {last}")
+
+    async def _open(self, group: Group, port: int, deadline: float
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+        host = f"{link_local_from_mac(group.bssid)}%{group.ifname}"
+        delay = 0.05
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), min(5.0, deadline - time.monotonic()))
+                return reader, writer, host
+            except (OSError, TimeoutError) as exc:
+                # EADDRNOTAVAIL: our link-local address is still tentative (DAD);
+                # ECONNREFUSED/EHOSTUNREACH: the GO side is not ready yet.
+                if isinstance(exc, OSError) and exc.errno not in (
+                        errno.EADDRNOTAVAIL, errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                        errno.ENETUNREACH, errno.ETIMEDOUT, None):
+                    raise
+                last = exc
+                await asyncio.sleep(delay)  # back off between connection attempts
+                delay = min(delay * 2, 1.0)
+        raise PeerGone(f"no TCP connection to {host} port {port}: {last!r}")
+
+    @contextlib.asynccontextmanager
+    async def session(self, peer: AuthorityPeer, timeout: float = 90.0, attempts: int = 3
+                      ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        """Join ``peer``'s group, connect to it, yield ``(reader, writer)``, then leave.
+
+        Raises FormationFailed if the group cannot be joined and PeerGone if no TCP
+        connection can be made before ``timeout``. If the group ends while the body runs
+        (the authority went out of range), the socket is closed, so reads end with EOF.
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        group = await self._join(peer, deadline, attempts)
+        self.emit("group_joined", address=peer.address, ifname=group.ifname,
+                  go_address=group.bssid, elapsed=group.started_at - t0)
+        reason = "done"
+        writer: asyncio.StreamWriter | None = None
+        gone = asyncio.Event()
+
+        def watch(sig: Signal) -> None:
+            ended = (sig.name == defs.SIG_GROUP_FINISHED
+                     and sig.args[0].get("group_object") == group.path)
+            if ended or (sig.name == defs.SIG_DEVICE_LOST and sig.args[0] == peer.path):
+                gone.set()
+                if writer is not None:
+                    writer.close()
+
+        token = self.manager.subscribe(watch)
+        try:
+            reader, writer, host = await self._open(group, peer.record.port, deadline)
+            self.emit("session_opened", address=peer.address, host=host,
+                      elapsed=time.monotonic() - t0)
+            yield reader, writer
+        except BaseException as exc:
+            reason = "peer gone" if gone.is_set() else f"error: {exc!r}"
+            raise
+        finally:
+            self.manager.unsubscribe(token)
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            if gone.is_set() and reason == "done":
+                reason = "peer gone"
+            await self._leave(group)
+            self.emit("group_left", address=peer.address, reason=reason,
+                      duration=time.monotonic() - group.started_at)
+
+    async def _leave(self, group: Group) -> None:
+        if group.path not in self.manager.groups:
+            return  # already ended (peer gone)
+        with self.manager.expect({defs.SIG_GROUP_FINISHED},
+                                 lambda s: s.args[0].get("group_object") == group.path) as exp:
+            try:
+                await self.manager.disconnect(group.iface_path)
+                await exp.wait(10.0)
+            except (WpaError, TimeoutError) as exc:
+                log.warning("leaving group %s: %s", group.path, exc)
