@@ -1,0 +1,226 @@
+"""``fastpay``: talk to a running fastpayd through its control socket.
+
+::
+
+    fastpay [--socket PATH | --config FILE.toml] [--json] COMMAND [ARGS]
+
+Each command is a ``do_<verb>`` method of :class:`Cli`; its docstring is its help and its
+arguments are declared next to it.  ``--json`` prints the daemon's answer as one JSON
+object; otherwise a short human summary.  Every failure (socket missing, daemon refused,
+bad arguments) prints one line on stderr and exits nonzero — never a traceback:
+exit 1 = the daemon refused, 2 = usage, 3 = daemon unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastpayd.control import control_request
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _args(*specs: tuple[tuple[str, ...], dict[str, Any]]) -> Callable[[Any], Any]:
+    """Attach argparse argument specs to a ``do_`` method."""
+
+    def wrap(fn: Any) -> Any:
+        fn.cli_args = specs
+        return fn
+
+    return wrap
+
+
+class Cli:
+    def __init__(self, socket: Path, as_json: bool) -> None:
+        self.socket = socket
+        self.as_json = as_json
+
+    async def call(self, request: dict[str, Any], timeout: float = 30.0,
+                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        try:
+            answer = await control_request(self.socket, request, timeout, progress)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise CliError(f"no fastpayd listening on {self.socket} (is it running?)",
+                           EXIT_UNREACHABLE) from None
+        except PermissionError:
+            raise CliError(f"permission denied on {self.socket}", EXIT_UNREACHABLE) from None
+        except TimeoutError:
+            raise CliError(f"no answer from {self.socket} within {timeout:.0f}s",
+                           EXIT_UNREACHABLE) from None
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{self.socket}: {exc}", EXIT_UNREACHABLE) from None
+        if self.as_json:
+            print(json.dumps(answer, indent=None if answer.get("ok") else None))
+        if not answer.get("ok"):
+            err = answer.get("error") or {}
+            raise CliError(f"{err.get('code', 'Error')}: {err.get('message', '')}",
+                           EXIT_REFUSED)
+        return answer
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def do_status(self, args: argparse.Namespace) -> None:
+        """Show the node's identity, link and storage counters."""
+        a = await self.call({"cmd": "status"})
+        if self.as_json:
+            return
+        print(f"{a['name']} ({a['role']}) pid {a['pid']} up {a['uptime']:.1f}s")
+        print(f"  address    {a['address']}")
+        print(f"  committee  {a['committee_id']}: {', '.join(a['authorities'])} "
+              f"(quorum {a['quorum_threshold']})")
+        link = a["link"]
+        print(f"  link       {link['kind']} on {link.get('listen')}")
+        st = a["storage"]
+        print(f"  storage    {st['commits']} commits, {st['committed_writes']} writes")
+        if "balance" in a:
+            print(f"  balance    {a['balance']} (next seq {a['next_sequence_number']})")
+        if "accounts" in a:
+            print(f"  accounts   {a['accounts']}")
+
+    @_args((("account",), {"nargs": "?", "help": "account (authorities: name or hex)"}))
+    async def do_balance(self, args: argparse.Namespace) -> None:
+        """Show the balance (a client: its own; an authority: ACCOUNT's, or all)."""
+        req: dict[str, Any] = {"cmd": "balance"}
+        if args.account:
+            req["account"] = args.account
+        a = await self.call(req)
+        if self.as_json:
+            return
+        for acct in a.get("accounts", [a]):
+            pending = acct.get("pending")
+            extra = (f", pending #{pending['sequence_number']}: {pending['amount']} to "
+                     f"{pending['recipient']}") if pending else ""
+            print(f"{acct['account']}: {acct['balance']} "
+                  f"(next seq {acct['next_sequence_number']}{extra})")
+
+    @_args((("recipient",), {"help": "client name or 64-hex address"}),
+           (("amount",), {"type": int, "help": "positive integer amount"}),
+           (("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}))
+    async def do_transfer(self, args: argparse.Namespace) -> None:
+        """Pay AMOUNT to RECIPIENT: votes, certificate, confirmations, delivery."""
+        if args.amount <= 0:
+            raise CliError("amount must be a positive integer", EXIT_USAGE)
+
+        def show(p: dict[str, Any]) -> None:
+            step = p.get("step", "?")
+            detail = " ".join(f"{k}={v}" for k, v in p.items() if k != "step")
+            print(f"  .. {step} {detail}", file=sys.stderr, flush=True)
+
+        print(f"transfer {args.amount} to {args.recipient} ...", file=sys.stderr, flush=True)
+        a = await self.call({"cmd": "transfer", "recipient": args.recipient,
+                             "amount": args.amount}, args.timeout, show)
+        if self.as_json:
+            return
+        confirmed = sum(v == "confirmed" for v in a["confirmations"].values())
+        print(f"paid {a['amount']} to {a['recipient']} (seq {a['sequence_number']}): "
+              f"certificate in {a['certificate_latency'] * 1000:.1f} ms, "
+              f"confirmed at {confirmed}/{len(a['confirmations'])} authorities, "
+              f"recipient {a['delivery']}, total {a['latency'] * 1000:.1f} ms; "
+              f"balance {a['balance']}")
+
+    @_args((("account",), {"nargs": "?", "help": "account (authorities only)"}))
+    async def do_history(self, args: argparse.Namespace) -> None:
+        """List certificates sent and received."""
+        req: dict[str, Any] = {"cmd": "history"}
+        if args.account:
+            req["account"] = args.account
+        a = await self.call(req)
+        if self.as_json:
+            return
+        if not a["history"]:
+            print("no transfers")
+        for row in a["history"]:
+            print(f"{row['direction']:8} #{row['sequence_number']:<4} {row['amount']:>10}  "
+                  f"{row['sender']} -> {row['recipient']}")
+
+    async def do_peers(self, args: argparse.Namespace) -> None:
+        """List the peers the node knows and their link state."""
+        a = await self.call({"cmd": "peers"})
+        if self.as_json:
+            return
+        for p in a["peers"]:
+            state = "connected" if p["connected"] else (p.get("last_error") or "idle")
+            print(f"{p['name']:12} {p['role']:9} {p.get('endpoint') or '-':22} {state}")
+
+    @_args((("--since",), {"type": int, "default": 0, "help": "after this sequence number"}))
+    async def do_events(self, args: argparse.Namespace) -> None:
+        """Print the node's recent events (JSON lines)."""
+        a = await self.call({"cmd": "events", "since": args.since})
+        if self.as_json:
+            return
+        for e in a["events"]:
+            print(json.dumps(e))
+
+    async def do_sync(self, args: argparse.Namespace) -> None:
+        """Client: ask the authorities for payments received and missed state."""
+        a = await self.call({"cmd": "sync"}, 60.0)
+        if not self.as_json:
+            print(f"reached {', '.join(a['reached']) or 'no authority'}; "
+                  f"credited {a['credited']}; balance {a['balance']}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastpay", description="Control a running fastpayd.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", type=Path, help="control socket path ($FASTPAY_SOCKET)")
+    where.add_argument("--config", type=Path, help="the node's config file (finds its socket)")
+    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, fn in inspect.getmembers(Cli, inspect.iscoroutinefunction):
+        if not name.startswith("do_"):
+            continue
+        doc = inspect.getdoc(fn) or ""
+        sp = sub.add_parser(name[3:], help=doc.splitlines()[0] if doc else "", description=doc)
+        for flags, kwargs in getattr(fn, "cli_args", ()):
+            sp.add_argument(*flags, **kwargs)
+    return p
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    if args.config is not None:
+        from fastpayd.config import ConfigError, load_node_config
+
+        try:
+            return load_node_config(args.config).control_socket
+        except ConfigError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+    env = os.environ.get("FASTPAY_SOCKET")
+    if env:
+        return Path(env)
+    raise CliError("say which node: --socket PATH, --config FILE.toml or $FASTPAY_SOCKET",
+                   EXIT_USAGE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cli = Cli(_socket_path(args), args.json)
+        asyncio.run(getattr(cli, f"do_{args.command}")(args))
+    except CliError as exc:
+        print(f"fastpay: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
