@@ -21,8 +21,9 @@ How the models become bytes (type tags, versions, field order) is the job of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Any, Self
 
 import msgpack  # type: ignore[import-untyped]
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -72,6 +73,9 @@ class _Message(BaseModel):
     )
 
 
+_CACHED = ("canonical_bytes", "order_signing_bytes", "vote_signing_bytes")
+
+
 class Transfer(_Message):
     """The payment a sender authorises: sent inside every order, vote and certificate."""
 
@@ -80,6 +84,13 @@ class Transfer(_Message):
     amount: Amount
     sequence_number: SequenceNumber
     user_data: UserData | None = None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Copy, dropping the cached signing bytes (an ``update`` would make them stale)."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in _CACHED:
+            copy.__dict__.pop(name, None)
+        return copy
 
     @cached_property
     def canonical_bytes(self) -> bytes:

@@ -1,0 +1,137 @@
+"""An in-memory FastPay network for the protocol tests.
+
+:class:`Network` builds a committee from fixed seeds (so keys and signatures
+are deterministic), one :class:`AuthorityState` per member over an in-memory
+store, and clients funded at genesis.  Messages pass between objects by plain
+method calls -- the tests play the role of the network and choose who hears
+what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from protocol import (
+    AuthorityInfo,
+    AuthorityState,
+    CertifiedTransferOrder,
+    ClientState,
+    Committee,
+    ConfirmationOrder,
+    FastPayError,
+    InMemoryAuthorityStore,
+    InMemoryClientStore,
+    KeyPair,
+    SignedTransferOrder,
+    Transfer,
+    TransferOrder,
+)
+
+
+def seed(label: str) -> bytes:
+    """A deterministic 32-byte seed for ``label``."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+def keypair(label: str) -> KeyPair:
+    """The deterministic key pair for ``label``."""
+    return KeyPair.from_seed(seed(label))
+
+
+class Network:
+    """A committee of authorities and some clients, all in memory."""
+
+    def __init__(self, weights: Mapping[str, int] | None = None) -> None:
+        weights = weights or {f"auth{i}": 1 for i in range(4)}
+        self.authority_keys = {name: keypair(f"authority/{name}") for name in weights}
+        self.committee = Committee(
+            "test-committee",
+            {
+                name: AuthorityInfo(self.authority_keys[name].public_key, w)
+                for name, w in weights.items()
+            },
+        )
+        self.stores = {name: InMemoryAuthorityStore() for name in weights}
+        self.authorities = {
+            name: AuthorityState(name, self.authority_keys[name], self.committee, self.stores[name])
+            for name in weights
+        }
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.authorities)
+
+    def fund(self, address: bytes, balance: int) -> None:
+        """Genesis: give ``address`` ``balance`` at every authority."""
+        for authority in self.authorities.values():
+            authority.init_account(address, balance)
+
+    def client(self, label: str, balance: int = 0) -> ClientState:
+        """A client for ``label`` funded with ``balance`` at genesis (and in its own record)."""
+        kp = keypair(f"client/{label}")
+        if balance:
+            self.fund(kp.public_key, balance)
+        return ClientState(kp, self.committee, InMemoryClientStore(), genesis_balance=balance)
+
+    def votes(
+        self, order: TransferOrder, names: Iterable[str] | None = None
+    ) -> list[SignedTransferOrder]:
+        """Send ``order`` to ``names`` (default: all); return the votes of those that accept."""
+        votes = []
+        for name in names if names is not None else self.names:
+            try:
+                votes.append(self.authorities[name].handle_transfer_order(order))
+            except FastPayError:
+                pass
+        return votes
+
+    def certificate(
+        self, order: TransferOrder, names: Iterable[str] | None = None
+    ) -> CertifiedTransferOrder:
+        """Certificate for ``order`` signed by the votes of ``names`` (no quorum check)."""
+        votes = self.votes(order, names)
+        return CertifiedTransferOrder(
+            value=order, signatures=tuple((v.authority, v.signature) for v in votes)
+        )
+
+    def confirm(self, cert: CertifiedTransferOrder, names: Iterable[str] | None = None) -> None:
+        """Deliver ``cert`` to ``names`` (default: all authorities)."""
+        for name in names if names is not None else self.names:
+            self.authorities[name].handle_confirmation_order(ConfirmationOrder(certificate=cert))
+
+    def pay(self, client: ClientState, recipient: bytes, amount: int) -> CertifiedTransferOrder:
+        """Run a whole transfer through every authority; return its certificate."""
+        order = client.start_transfer(recipient, amount)
+        certificate = None
+        for vote in self.votes(order):
+            certificate = client.handle_vote(vote) or certificate
+        assert certificate is not None
+        for name in self.names:
+            self.authorities[name].handle_confirmation_order(
+                ConfirmationOrder(certificate=certificate)
+            )
+            client.confirmation_delivered(name)
+        return certificate
+
+    def balance(self, name: str, address: bytes) -> int | None:
+        state = self.stores[name].load_account(address)
+        return None if state is None else state.balance
+
+
+def make_transfer(
+    sender: KeyPair,
+    recipient: bytes,
+    amount: int,
+    sequence_number: int = 0,
+    user_data: bytes | None = None,
+) -> TransferOrder:
+    """A signed order from ``sender``."""
+    transfer = Transfer(
+        sender=sender.public_key,
+        recipient=recipient,
+        amount=amount,
+        sequence_number=sequence_number,
+        user_data=user_data,
+    )
+    return TransferOrder.sign(transfer, sender)
