@@ -14,8 +14,10 @@ from fastpayd_helpers import LocalNet
 def make_testnet(tmp_path: Path) -> Iterator[Any]:
     nets: list[LocalNet] = []
 
-    def make(authorities: int = 4, clients: int = 2, balance: int = 1000) -> LocalNet:
-        net = LocalNet(tmp_path / f"net{len(nets)}", authorities, clients, balance)
+    def make(authorities: int = 4, clients: int = 2, balance: int = 1000,
+             extra_genesis: list[tuple[bytes, int]] | None = None) -> LocalNet:
+        net = LocalNet(tmp_path / f"net{len(nets)}", authorities, clients, balance,
+                       extra_genesis)
         nets.append(net)
         return net
 
