@@ -10,12 +10,13 @@ gated the same way, since they too reveal state (e.g. "another order is pending"
 Crash testing: with ``FASTPAYD_TEST_CRASH_AFTER_VOTE_COMMIT=1`` in the environment the
 process SIGKILLs itself right after the commit that made a new vote durable and before the
 vote is written to the socket — the exact window the invariant is about.  The kill is a
-done-callback registered on the durable future *before* the connection's release callback,
-and asyncio runs done-callbacks in registration order.
+done-callback on the batch's commit future; the vote itself waits on a future that is
+never resolved, so no path can write it first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import signal
@@ -77,9 +78,10 @@ class AuthorityNode(Node):
                 if self.config.log_requests:
                     self._log_request("vote_issued", message.transfer, peer)
                 if self.crash_after_vote_commit and not db.is_durable:
-                    gate = db.durable()
-                    gate.add_done_callback(_suicide)
-                    return vote, gate
+                    # The reply waits on a future that is never resolved: the kill comes
+                    # first, right after the batch holding this vote committed.
+                    db.gate().add_done_callback(_suicide)
+                    return vote, asyncio.get_running_loop().create_future()
                 response: Any = vote
             elif kind is ConfirmationOrder:
                 outcome = self.state.handle_confirmation_order(message)
@@ -97,7 +99,7 @@ class AuthorityNode(Node):
         except FastPayError as exc:
             self.counters[f"error:{exc.wire_code}"] += 1
             response = exc.to_message()
-        return response, None if db.is_durable else db.durable()
+        return response, None if db.is_durable else db.gate()
 
     def _log_request(self, event: str, transfer: Any, peer: str, **extra: Any) -> None:
         self.events.emit(event, peer=peer, sender=transfer.sender.hex(),

@@ -72,7 +72,7 @@ class ClientNode(Node):
         except FastPayError as exc:
             self.events.emit("payment_refused", peer=peer, code=exc.wire_code,
                              sender=self.account_label(transfer.sender))
-            return exc.to_message(), None if db.is_durable else db.durable()
+            return exc.to_message(), None if db.is_durable else db.gate()
         if amount:
             self.payments_received += 1
             self.events.emit("payment_received", peer=peer,
@@ -81,7 +81,7 @@ class ClientNode(Node):
                              balance=self.state.balance)
         ack = ConfirmationAck(sender=transfer.sender, sequence_number=transfer.sequence_number,
                               applied=amount > 0)
-        return ack, None if db.is_durable else db.durable()
+        return ack, None if db.is_durable else db.gate()
 
     # -- outbound helpers ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -24,6 +25,8 @@ from fastpayd.node import Node
 from fastpayd.notify import Notifier
 
 log = logging.getLogger("fastpayd")
+
+PROFILE_ENV = "FASTPAYD_PROFILE"  # path: run under cProfile and dump the stats there
 
 
 def node_class(role: str) -> type[Node]:
@@ -97,7 +100,16 @@ def run(config_path: str, role: str | None) -> int:
         format=f"%(asctime)s fastpayd[{config.name}] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    profile_path = os.environ.get(PROFILE_ENV)
     try:
+        if profile_path:
+            # Developer aid: profile the event loop thread, stats written at exit.
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                status = asyncio.run(serve(config))
+            prof.dump_stats(profile_path)
+            return status
         return asyncio.run(serve(config))
     except (ConfigError, KeyFileError, LinkError, OSError) as exc:
         print(f"fastpayd: {exc}", file=sys.stderr)

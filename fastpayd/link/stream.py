@@ -85,6 +85,7 @@ class ServerConnection(asyncio.Protocol):
         self._decoder = FrameDecoder(max_frame)
         self._transport: asyncio.Transport | None = None
         self._owed: collections.deque[list[Any]] = collections.deque()  # [bytes|None, fut]
+        self._last_gate: asyncio.Future[Any] | None = None
         self._closing = False
         self._paused = False
         self._last_activity = 0.0
@@ -188,12 +189,13 @@ class ServerConnection(asyncio.Protocol):
             assert self._transport is not None
             self._transport.write(data)
             return
-        entry: list[Any] = [data, wait_for]
-        self._owed.append(entry)
-        if wait_for is not None:
-            wait_for.add_done_callback(self._release)
-        else:
+        self._owed.append([data, wait_for])
+        if wait_for is None:
             self._release(None)
+        elif wait_for is not self._last_gate:
+            # Requests of one batch share the gate: one callback releases them all.
+            self._last_gate = wait_for
+            wait_for.add_done_callback(self._release)
         if len(self._owed) >= MAX_OWED and not self._paused:
             self._set_paused(True)
 
@@ -203,6 +205,7 @@ class ServerConnection(asyncio.Protocol):
         owed = self._owed
         if transport is None or transport.is_closing() and not owed:
             return
+        out: list[bytes] = []
         while owed:
             data, gate = owed[0]
             if gate is not None:
@@ -210,14 +213,17 @@ class ServerConnection(asyncio.Protocol):
                     break
                 if gate.cancelled() or gate.exception() is not None:
                     # Storage failed: the response may not be durable, never send it.
-                    log.error("dropping a response to %s: storage failure", self.peer)
+                    log.error("dropping responses to %s: storage failure", self.peer)
                     self._closing = True
                     owed.clear()
                     transport.abort()
                     return
             owed.popleft()
             if data is not None:
-                transport.write(data)
+                out.append(data)
+        if out:
+            # One write (one send syscall) for every response the batch released.
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self._paused and len(owed) < MAX_OWED // 2:
             self._set_paused(False)
         if not owed and self._closing:

@@ -24,7 +24,7 @@ async def test_durable_resolves_only_after_commit(tmp_path: Path) -> None:
     async with Database(path) as db:
         db.stage("accounts", b"k1", b"v1")
         assert not db.is_durable
-        fut = db.durable()
+        fut = db.gate()
         assert _on_disk(path, b"k1") is None or fut.done()
         await fut
         assert _on_disk(path, b"k1") == b"v1"
