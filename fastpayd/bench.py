@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastpayd.control import control_request
 from fastpayd.framing import FrameDecoder, encode_frame
 from fastpayd.keys import read_key
 from fastpayd.testnet import generate_testnet
@@ -198,9 +199,12 @@ async def _main(args: argparse.Namespace) -> int:
               f"{args.window} in flight", flush=True)
         sign, verify = _crypto_ceiling(orders[: min(n, 2000)], auth_keys["auth0"])
 
+        control = tmp / "run" / "auth0.sock"
+        commits0 = (await control_request(control, {"cmd": "status"}))["storage"]["commits"]
         cpu0 = _cpu_seconds(proc.pid)
         t_orders, responses = await _phase(port, order_frames, args.connections, args.window)
         cpu_orders = _cpu_seconds(proc.pid) - cpu0
+        commits1 = (await control_request(control, {"cmd": "status"}))["storage"]["commits"]
         wrong = [m for m in map(decode, responses) if not isinstance(m, SignedTransferOrder)]
         if wrong:
             print(f"bench: {len(wrong)} order responses were not votes, e.g. {wrong[0]}")
@@ -208,6 +212,7 @@ async def _main(args: argparse.Namespace) -> int:
         cpu0 = _cpu_seconds(proc.pid)
         t_conf, responses = await _phase(port, conf_frames, args.connections, args.window)
         cpu_conf = _cpu_seconds(proc.pid) - cpu0
+        commits2 = (await control_request(control, {"cmd": "status"}))["storage"]["commits"]
         bad = sum(not (isinstance(a := decode(r), ConfirmationAck) and a.applied)
                   for r in responses)
         if bad:
@@ -229,6 +234,8 @@ async def _main(args: argparse.Namespace) -> int:
     ceil_orders = 1 / (verify + sign)
     ceil_conf = 1 / (3 * verify)
     print(f"crypto: sign {sign * 1e6:.1f} us, verify {verify * 1e6:.1f} us (PyNaCl)")
+    print(f"group commit: {commits1 - commits0} transactions for {n} orders, "
+          f"{commits2 - commits1} for {n} confirmations")
     print(f"orders:        {orders_s:8.0f} /s  ({n} in {t_orders:.2f} s); "
           f"ceiling 1/(verify+sign) = {ceil_orders:.0f} /s")
     print(f"confirmations: {conf_s:8.0f} /s  ({n} in {t_conf:.2f} s); "
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastpayd.bench", description=__doc__.split("\n")[0])
     p.add_argument("--orders", type=int, default=20000, help="orders (and confirmations)")
     p.add_argument("--connections", type=int, default=4)
-    p.add_argument("--window", type=int, default=128, help="requests in flight per connection")
+    p.add_argument("--window", type=int, default=512, help="requests in flight per connection")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
     if args.orders < 1 or args.connections < 1 or args.window < 1:

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # Stop reading from a connection that has this many responses owed (backpressure: a client
 # pipelining faster than we commit must not grow our memory without bound).
-MAX_OWED = 512
+MAX_OWED = 1024
 
 
 class LinkError(Exception):
