@@ -164,7 +164,17 @@ class AuthorityState:
             authority=self.name,
             signature=self.keypair.sign(transfer.vote_signing_bytes),
         )
-        self.store.save_account(transfer.sender, replace(account, pending_confirmation=vote))
+        # Direct construction: dataclasses.replace introspects fields on every call.
+        self.store.save_account(
+            transfer.sender,
+            AccountState(
+                account.balance,
+                account.next_sequence_number,
+                vote,
+                account.confirmed_log,
+                account.received_log,
+            ),
+        )
         return vote
 
     def handle_confirmation_order(self, order: ConfirmationOrder) -> ConfirmationOutcome:
@@ -206,10 +216,12 @@ class AuthorityState:
             self.store.save_account(sender, new_sender)
         else:
             recipient_state = self.store.load_account(recipient) or AccountState()
-            new_recipient = replace(
-                recipient_state,
-                balance=saturate(recipient_state.balance + transfer.amount),
-                received_log=(*recipient_state.received_log, certificate),
+            new_recipient = AccountState(
+                saturate(recipient_state.balance + transfer.amount),
+                recipient_state.next_sequence_number,
+                recipient_state.pending_confirmation,
+                recipient_state.confirmed_log,
+                (*recipient_state.received_log, certificate),
             )
             self.store.save_account(sender, new_sender)
             self.store.save_account(recipient, new_recipient)
