@@ -51,9 +51,9 @@ log = logging.getLogger(__name__)
 EventCallback = Callable[..., None]
 
 EVENTS = (
-    "peer_found",  # address, name, level: a P2P device answered our Find
+    "peer_found",  # address, device_name, level: a P2P device answered our Find
     "peer_lost",  # address
-    "authority_discovered",  # address, name, committee, port, level, sd_seconds
+    "authority_discovered",  # address, authority, committee, port, level, sd_seconds
     "peer_ignored",  # address, reason: not a FastPay authority of our committee
     "group_started",  # role, ifname, frequency, elapsed (authority: GO up)
     "group_finished",  # role, ifname, reason
@@ -96,12 +96,12 @@ class _Emitter:
     def __init__(self, on_event: EventCallback | None) -> None:
         self._on_event = on_event or _noop
 
-    def emit(self, name: str, **fields: Any) -> None:
+    def emit(self, event: str, /, **fields: Any) -> None:
         fields.setdefault("t", time.monotonic())
         try:
-            self._on_event(name, **fields)
+            self._on_event(event, **fields)
         except Exception:  # the link must not die of a bad event sink
-            log.exception("event callback failed for %s", name)
+            log.exception("event callback failed for %s", event)
 
 
 class WifiDirectAuthority(_Emitter):
@@ -323,7 +323,7 @@ class WifiDirectClient(_Emitter):
             ap = AuthorityPeer(peer.address, peer.path, mine[0], peer.level, sig.at)
             found[ap.address] = ap
             self.authorities[ap.address] = ap
-            self.emit("authority_discovered", address=ap.address, name=ap.record.name,
+            self.emit("authority_discovered", address=ap.address, authority=ap.record.name,
                       committee=ap.record.committee, port=ap.record.port, level=ap.level,
                       sd_seconds=sig.at - tq, since_start=sig.at - t0)
             if want is not None and len(found) >= want:
@@ -340,7 +340,7 @@ class WifiDirectClient(_Emitter):
             peer = self.manager.peers.get(sig.args[0])
             if peer is None:
                 return
-            self.emit("peer_found", address=peer.address, name=peer.name, level=peer.level,
+            self.emit("peer_found", address=peer.address, device_name=peer.name, level=peer.level,
                       since_start=sig.at - t0)
             start_query(peer)
 
