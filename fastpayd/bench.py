@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import signal
@@ -110,14 +111,18 @@ class _Pump(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"authority closed the connection: {exc}"))
 
 
+def _same(pump: _Pump) -> _Pump:
+    return pump
+
+
 async def _phase(port: int, frames: list[bytes], connections: int, window: int
                  ) -> tuple[float, list[bytes]]:
     loop = asyncio.get_running_loop()
     pumps: list[_Pump] = []
     for i in range(connections):
         fut: asyncio.Future[None] = loop.create_future()
-        _, pump = await loop.create_connection(
-            lambda f=frames[i::connections], d=fut: _Pump(f, window, d), "127.0.0.1", port)
+        pump = _Pump(frames[i::connections], window, fut)
+        await loop.create_connection(functools.partial(_same, pump), "127.0.0.1", port)
         pumps.append(pump)
     t0 = time.perf_counter()
     for p in pumps:

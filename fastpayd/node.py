@@ -14,6 +14,7 @@ provide ``_setup_state()``, the link's request handler ``handle(message, peer)``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -98,6 +99,10 @@ class Node:
         """Hook: anything to stage before the final commit."""
 
     async def _setup_state(self) -> None:
+        raise NotImplementedError
+
+    def handle(self, message: Any, peer: str) -> tuple[Any, asyncio.Future[Any] | None]:
+        """The link's request handler: (response, gate) — see fastpayd.link.stream."""
         raise NotImplementedError
 
     def _directory(self) -> dict[str, PeerEntry]:

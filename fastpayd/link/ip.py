@@ -76,8 +76,8 @@ class IpLink(Link):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
-        for conn in self._out.values():
-            conn.close()
+        for out in self._out.values():
+            out.close()
         self._out.clear()
 
     async def connect(self, peer: str) -> ClientConnection:

@@ -74,7 +74,7 @@ class ServerConnection(asyncio.Protocol):
         max_frame: int,
         idle_timeout: float,
         read_timeout: float,
-        on_event: Callable[..., None] | None = None,
+        on_event: Callable[..., object] | None = None,
     ) -> None:
         self._handler = handler
         self._tracker = tracker

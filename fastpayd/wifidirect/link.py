@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 import time
@@ -77,8 +78,7 @@ def link_local_from_mac(mac: str) -> str:
     b = bytearray(defs.mac_bytes(mac))
     b[0] ^= 0x02
     eui = bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:])
-    groups = [f"{(eui[i] << 8) | eui[i + 1]:x}" for i in range(0, 8, 2)]
-    return "fe80::" + ":".join(groups)
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
 
 
 @dataclass(frozen=True)
