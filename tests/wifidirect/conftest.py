@@ -9,7 +9,8 @@ thread only) and runs its own event loop there: every socket the link opens -- D
 and TCP -- is then created inside the station, exactly as a per-station fastpayd would.
 
 Needs root and a kernel with mac80211_hwsim (the QEMU guest); tests are skipped
-elsewhere. The stations are made once per session (perfect medium: all in range).
+elsewhere. The stations are made once per test module and removed after it (no
+medium process: hwsim's perfect medium, everyone in range).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stations() -> Iterator[dict[str, Station]]:
     reason = _can_run()
     if reason:
@@ -192,6 +193,8 @@ def stations() -> Iterator[dict[str, Station]]:
                 proc.kill()
         for name in STATIONS:
             subprocess.run(["ip", "netns", "del", f"wd-{name}"], capture_output=True)
+        # Other live tests in the same VM load the module with their own radio count.
+        subprocess.run(["modprobe", "-r", "mac80211_hwsim"], capture_output=True)
 
 
 class EventLog(list[tuple[str, str, dict[str, Any]]]):
