@@ -10,7 +10,7 @@ import asyncio
 import struct
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 MAX_FRAME = 1 << 20
 

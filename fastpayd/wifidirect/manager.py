@@ -68,7 +68,9 @@ class Peer:
     @property
     def address(self) -> str:
         raw = self.props.get(defs.PEER_DEVICE_ADDRESS)
-        return defs.mac_str(raw) if isinstance(raw, bytes | bytearray) and len(raw) == 6 else ""
+        if isinstance(raw, bytes | bytearray) and len(raw) == 6:
+            return defs.mac_str(bytes(raw))
+        return ""
 
     @property
     def name(self) -> str:
@@ -290,11 +292,11 @@ class WpaManager:
             self.peers.pop(sig.args[0], None)
             return sig
         if name == defs.SIG_PROPERTIES_CHANGED:
-            peer = self.peers.get(sig.path)
-            if peer is not None:
+            changed_peer = self.peers.get(sig.path)
+            if changed_peer is not None:
                 changed = sig.args[1] if len(sig.args) == 3 else sig.args[0]
                 if isinstance(changed, dict):
-                    peer.props.update(changed)
+                    changed_peer.props.update(changed)
             return sig
         if name == defs.SIG_GROUP_STARTED and sig.interface == defs.IFACE_P2P:
             info = sig.args[0]
