@@ -18,6 +18,7 @@ DEBS=(
   iproute2           # ip netns / ip link for stations
   systemd            # systemd-analyze verify/security for the unit tests
   libxml2-utils      # xmllint, to validate the D-Bus policy
+  logrotate          # the shipped logrotate rule is exercised by a test
 )
 
 missing=()
