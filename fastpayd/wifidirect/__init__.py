@@ -8,7 +8,7 @@ Public names:
 * :class:`WifiDirectClient` -- ``discover()`` authorities of a committee in range,
   ``session(peer)`` to join, talk framed msgpack, and leave;
 * :class:`WpaManager` -- the D-Bus mirror of one wpa_supplicant interface;
-* :func:`read_frame` / :func:`write_frame` -- 4-byte length + msgpack framing.
+* :func:`read_frame` / :func:`write_frame` -- :mod:`fastpayd.framing` frames on streams.
 """
 
 from fastpayd.wifidirect.errors import (
@@ -19,13 +19,15 @@ from fastpayd.wifidirect.errors import (
     WifiDirectError,
     WpaError,
 )
-from fastpayd.wifidirect.frames import FrameError, read_frame, write_frame
 from fastpayd.wifidirect.link import (
     EVENTS,
     AuthorityPeer,
+    Membership,
     WifiDirectAuthority,
     WifiDirectClient,
     link_local_from_mac,
+    read_frame,
+    write_frame,
 )
 from fastpayd.wifidirect.manager import WpaManager
 from fastpayd.wifidirect.service import FastPayRecord
@@ -35,8 +37,8 @@ __all__ = [
     "AuthorityPeer",
     "FastPayRecord",
     "FormationFailed",
-    "FrameError",
     "InterfaceNotFound",
+    "Membership",
     "PeerGone",
     "RecordError",
     "WifiDirectAuthority",

@@ -39,9 +39,10 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from fastpayd.framing import DEFAULT_MAX_FRAME, FrameDecoder, FramingError, encode_frame
 from fastpayd.wifidirect import defs, service
 from fastpayd.wifidirect.errors import FormationFailed, PeerGone, WifiDirectError, WpaError
 from fastpayd.wifidirect.manager import Group, Peer, Signal, WpaManager
@@ -50,6 +51,7 @@ from fastpayd.wifidirect.service import FastPayRecord
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[..., None]
+T = TypeVar("T")
 
 EVENTS = (
     "peer_found",  # address, device_name, level: a P2P device answered our Find
@@ -90,6 +92,56 @@ class AuthorityPeer:
     record: FastPayRecord
     level: int | None  # dBm, last frame heard
     discovered_at: float  # monotonic
+
+
+@dataclass
+class Membership:
+    """This client's stay in an authority's group (see :meth:`WifiDirectClient.membership`)."""
+
+    peer: AuthorityPeer
+    group: Group
+    deadline: float  # monotonic: joining and connecting must be done by then
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    on_gone: list[Callable[[], object]] = field(default_factory=list)
+    reason: str = "done"
+
+    def set_gone(self) -> None:
+        if self.gone.is_set():
+            return
+        self.gone.set()
+        for callback in self.on_gone:
+            try:
+                callback()
+            except Exception:  # one bad callback must not stop the others
+                log.exception("on_gone callback failed")
+
+
+async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Read one frame (:mod:`fastpayd.framing`) from a stream; EOFError on a clean end.
+
+    Raises FramingError for a bad header or a frame cut short.
+    """
+    decoder = FrameDecoder(max_frame)
+    try:
+        header = await reader.readexactly(4)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise EOFError("connection closed") from exc
+        raise FramingError("truncated frame header") from exc
+    frames = decoder.feed(header)
+    size = int.from_bytes(header, "big")
+    try:
+        frames = decoder.feed(await reader.readexactly(size))
+    except asyncio.IncompleteReadError as exc:
+        raise FramingError("truncated frame") from exc
+    return frames[0]
+
+
+async def write_frame(writer: asyncio.StreamWriter, payload: bytes,
+                      max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    """Write one frame holding ``payload`` and wait until it is handed to the kernel."""
+    writer.write(encode_frame(payload, max_frame))
+    await writer.drain()
 
 
 class _Emitter:
@@ -394,16 +446,24 @@ class WifiDirectClient(_Emitter):
                     await seen.wait(max(0.1, min(10.0, deadline - time.monotonic())))
         raise FormationFailed(f"could not join {peer.address}: {last}")
 
-    async def _open(self, group: Group, port: int, deadline: float
-                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    async def open_tcp(self, group: Group, port: int, deadline: float,
+                       opener: Callable[[str, int], Awaitable[T]] | None = None
+                       ) -> tuple[T, str]:
+        """Connect to the GO of ``group`` on ``port``; retry until ``deadline``.
+
+        ``opener(host, port)`` makes the connection (default: ``asyncio.open_connection``,
+        returning ``(reader, writer)``); the daemon passes one that builds its framed
+        protocol. Returns ``(whatever opener returned, host)``.
+        """
         host = f"{link_local_from_mac(group.bssid)}%{group.ifname}"
+        open_fn: Callable[[str, int], Awaitable[Any]] = opener or asyncio.open_connection
         delay = 0.05
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), min(5.0, deadline - time.monotonic()))
-                return reader, writer, host
+                conn = await asyncio.wait_for(open_fn(host, port),
+                                              min(5.0, deadline - time.monotonic()))
+                return conn, host
             except (OSError, TimeoutError) as exc:
                 # EADDRNOTAVAIL: our link-local address is still tentative (DAD);
                 # ECONNREFUSED/EHOSTUNREACH: the GO side is not ready yet.
@@ -417,6 +477,41 @@ class WifiDirectClient(_Emitter):
         raise PeerGone(f"no TCP connection to {host} port {port}: {last!r}")
 
     @contextlib.asynccontextmanager
+    async def membership(self, peer: AuthorityPeer, timeout: float = 90.0, attempts: int = 3
+                         ) -> AsyncIterator[Membership]:
+        """Join ``peer``'s group, yield a :class:`Membership`, leave the group on exit.
+
+        ``Membership.gone`` is set (and its ``on_gone`` callbacks run) when the group ends
+        or the peer is lost while we are in it; the body should stop talking then.
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        group = await self._join(peer, deadline, attempts)
+        self.emit("group_joined", address=peer.address, authority=peer.record.name,
+                  ifname=group.ifname, go_address=group.bssid, elapsed=group.started_at - t0)
+        member = Membership(peer, group, deadline)
+
+        def watch(sig: Signal) -> None:
+            ended = (sig.name == defs.SIG_GROUP_FINISHED
+                     and sig.args[0].get("group_object") == group.path)
+            if ended or (sig.name == defs.SIG_DEVICE_LOST and sig.args[0] == peer.path):
+                member.set_gone()
+
+        token = self.manager.subscribe(watch)
+        try:
+            yield member
+        except BaseException as exc:
+            member.reason = "peer gone" if member.gone.is_set() else f"error: {exc!r}"
+            raise
+        finally:
+            self.manager.unsubscribe(token)
+            if member.gone.is_set() and member.reason == "done":
+                member.reason = "peer gone"
+            await self._leave(group)
+            self.emit("group_left", address=peer.address, authority=peer.record.name,
+                      reason=member.reason, duration=time.monotonic() - group.started_at)
+
+    @contextlib.asynccontextmanager
     async def session(self, peer: AuthorityPeer, timeout: float = 90.0, attempts: int = 3
                       ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
         """Join ``peer``'s group, connect to it, yield ``(reader, writer)``, then leave.
@@ -426,42 +521,21 @@ class WifiDirectClient(_Emitter):
         (the authority went out of range), the socket is closed, so reads end with EOF.
         """
         t0 = time.monotonic()
-        deadline = t0 + timeout
-        group = await self._join(peer, deadline, attempts)
-        self.emit("group_joined", address=peer.address, ifname=group.ifname,
-                  go_address=group.bssid, elapsed=group.started_at - t0)
-        reason = "done"
-        writer: asyncio.StreamWriter | None = None
-        gone = asyncio.Event()
-
-        def watch(sig: Signal) -> None:
-            ended = (sig.name == defs.SIG_GROUP_FINISHED
-                     and sig.args[0].get("group_object") == group.path)
-            if ended or (sig.name == defs.SIG_DEVICE_LOST and sig.args[0] == peer.path):
-                gone.set()
-                if writer is not None:
-                    writer.close()
-
-        token = self.manager.subscribe(watch)
-        try:
-            reader, writer, host = await self._open(group, peer.record.port, deadline)
+        async with self.membership(peer, timeout, attempts) as member:
+            streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+            streams, host = await self.open_tcp(member.group, peer.record.port, member.deadline)
+            reader, writer = streams
+            member.on_gone.append(writer.close)
+            if member.gone.is_set():
+                writer.close()
             self.emit("session_opened", address=peer.address, host=host,
                       elapsed=time.monotonic() - t0)
-            yield reader, writer
-        except BaseException as exc:
-            reason = "peer gone" if gone.is_set() else f"error: {exc!r}"
-            raise
-        finally:
-            self.manager.unsubscribe(token)
-            if writer is not None:
+            try:
+                yield reader, writer
+            finally:
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-            if gone.is_set() and reason == "done":
-                reason = "peer gone"
-            await self._leave(group)
-            self.emit("group_left", address=peer.address, reason=reason,
-                      duration=time.monotonic() - group.started_at)
 
     async def _leave(self, group: Group) -> None:
         if group.path not in self.manager.groups:

@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -44,8 +45,8 @@ async def start_authority(st: Any, rec: FastPayRecord, on_event: Any,
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                msg = await read_frame(reader)
-                await write_frame(writer, {"echo": msg, "by": rec.name})
+                msg = msgpack.unpackb(await read_frame(reader))
+                await write_frame(writer, msgpack.packb({"echo": msg, "by": rec.name}))
         except (EOFError, ConnectionError):
             pass
         finally:
@@ -85,8 +86,8 @@ async def discover_and_echo(st: Any, on_event: Any, authority: str, payload: Any
         async with client.session(peer, timeout=120.0) as (reader, writer):
             out["connected_s"] = time.monotonic() - t1
             t2 = time.monotonic()
-            await write_frame(writer, payload)
-            out["reply"] = await asyncio.wait_for(read_frame(reader), 30)
+            await write_frame(writer, msgpack.packb(payload))
+            out["reply"] = msgpack.unpackb(await asyncio.wait_for(read_frame(reader), 30))
             out["first_byte_s"] = time.monotonic() - t2
         out["groups_after"] = dict(client.manager.groups)
     return out

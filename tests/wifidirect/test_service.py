@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from fastpayd.wifidirect import FastPayRecord, RecordError, link_local_from_mac
-from fastpayd.wifidirect.frames import MAX_FRAME, FrameError, encode_frame, read_frame
+from fastpayd.framing import DEFAULT_MAX_FRAME, FramingError, encode_frame
+from fastpayd.wifidirect import FastPayRecord, RecordError, link_local_from_mac, read_frame
 from fastpayd.wifidirect.service import (
     bonjour_all_query,
     decode_txt,
@@ -79,10 +79,10 @@ def test_link_local_from_mac_is_eui64() -> None:
 
 async def test_frames_round_trip_and_limits() -> None:
     reader = asyncio.StreamReader()
-    reader.feed_data(encode_frame({"a": 1}) + struct.pack(">I", MAX_FRAME + 1))
+    reader.feed_data(encode_frame(b"abc") + struct.pack(">I", DEFAULT_MAX_FRAME + 1))
     reader.feed_eof()
-    assert await read_frame(reader) == {"a": 1}
-    with pytest.raises(FrameError):
+    assert await read_frame(reader) == b"abc"
+    with pytest.raises(FramingError):
         await read_frame(reader)
     empty = asyncio.StreamReader()
     empty.feed_eof()

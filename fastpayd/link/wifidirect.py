@@ -1,0 +1,470 @@
+"""The WiFi Direct link: :mod:`fastpayd.wifidirect` adapted to the daemon's :class:`Link`.
+
+Authority (``start(handler)``):
+  advertise the FastPay record (name, public key, committee id, port) and keep a P2P group
+  up as GO (:class:`~fastpayd.wifidirect.WifiDirectAuthority`), then serve the node's
+  handler on ``[::]:port`` with the same framed pump as the IP link
+  (:class:`~fastpayd.link.stream.ServerConnection`).  Clients reach it on the GO's IPv6
+  link-local address on the group interface, so nobody assigns addresses.
+
+Client:
+  a background *discovery loop* runs P2P Find rounds (``discovery_window`` seconds each)
+  and Bonjour service discovery; every authority of our committee that answers, whose
+  advertised public key matches the committee file, enters the *in-range table* with its
+  signal level.  ``DeviceLost`` (or a failed join) takes it out again.  The radio does one
+  thing at a time, so discovery and group membership share one lock: ``connect(name)``
+  cancels the running Find round, joins ``name``'s group (leaving any other one first),
+  opens a :class:`~fastpayd.link.stream.ClientConnection` to the GO and returns it.  The
+  group is left when the caller calls :meth:`WifiDirectLink.release`, after
+  ``linger`` seconds without a request in flight, or at once when the group ends or the
+  authority is lost (the connection then fails every outstanding request with LinkError).
+
+  ``in_range()`` and ``wait_for_change()`` let the mobile client (``fastpayd.client``)
+  visit authorities as they come into range.  Certificates reach a recipient through the
+  authorities (it picks them up with ``sync``): clients do not run groups of their own,
+  since a P2P interface with ``p2p_no_group_iface`` can be in one group at a time and a
+  client must stay free to join authorities.
+
+Options (``[link]`` of the node file, see docs/config.md): ``interface`` (``wlan0``),
+``frequency`` (MHz, authority's GO, 2437), ``port`` (7400; ``listen``'s port wins),
+``bus`` (D-Bus address, default ``$DBUS_SYSTEM_BUS_ADDRESS``), ``discovery_window`` (s, 10),
+``discovery_pause`` (s between rounds, 0.5), ``join_timeout`` (s, 60), ``linger`` (s, 2),
+``committee`` (advertised committee id, default the committee file's).
+
+Events (in events.jsonl and via ``events``): those of :data:`fastpayd.wifidirect.EVENTS`
+(``peer_found``, ``authority_discovered``, ``peer_ignored``, ``peer_lost``,
+``group_started``/``group_finished`` (authority), ``group_joined``/``group_left``
+(client), ``formation_failed``, ``client_joined``/``client_left``), plus ``link_up``,
+``session_opened``, ``authority_in_range``/``authority_out_of_range`` and
+``join_failed``.  Their ``t`` is ``time.monotonic()`` at the D-Bus signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import time
+from typing import Any
+
+from fastpayd.link import Link
+from fastpayd.link.stream import (
+    ClientConnection,
+    ConnectionTracker,
+    LinkError,
+    RequestHandler,
+    ServerConnection,
+)
+from fastpayd.wifidirect import (
+    AuthorityPeer,
+    FastPayRecord,
+    WifiDirectAuthority,
+    WifiDirectClient,
+    WifiDirectError,
+)
+from fastpayd.wifidirect.link import DEFAULT_FREQUENCY, Membership
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 7400
+
+
+class _TimedConnection(ClientConnection):
+    """A ClientConnection that remembers when it was last used (for the linger timer)."""
+
+    def __init__(self, max_frame: int, name: str = "") -> None:
+        super().__init__(max_frame, name)
+        self.last_used = time.monotonic()
+
+    def send_raw(self, payload: bytes) -> asyncio.Future[Any]:
+        self.last_used = time.monotonic()
+        fut = super().send_raw(payload)
+        fut.add_done_callback(self._touch)
+        return fut
+
+    def _touch(self, _fut: object) -> None:
+        self.last_used = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting)
+
+
+class _Session:
+    """The group this client is in and the connection to its GO."""
+
+    def __init__(self, name: str, task: asyncio.Task[None], ready: asyncio.Future[Any]) -> None:
+        self.name = name
+        self.task = task
+        self.ready = ready
+        self.conn: _TimedConnection | None = None
+        self.member: Membership | None = None
+        self.release = asyncio.Event()
+        self.since = time.monotonic()
+
+
+class WifiDirectLink(Link):
+    kind = "wifidirect"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        opts = self.config.options
+        self.interface = str(opts.get("interface", "wlan0"))
+        self.frequency = int(opts.get("frequency", DEFAULT_FREQUENCY))
+        listen = self.config.listen
+        self.port = listen.port if listen and listen.port else int(opts.get("port",
+                                                                           DEFAULT_PORT))
+        self.bus = opts.get("bus")
+        self.discovery_window = float(opts.get("discovery_window", 10.0))
+        self.discovery_pause = float(opts.get("discovery_pause", 0.5))
+        self.join_timeout = float(opts.get("join_timeout", 60.0))
+        self.linger = float(opts.get("linger", 2.0))
+        me = self.directory.get(self.self_name)
+        self.role = me.role if me is not None else "client"
+        self._committee_id = opts.get("committee")
+        self._authority: WifiDirectAuthority | None = None
+        self._client: WifiDirectClient | None = None
+        self._server: asyncio.Server | None = None
+        self._tracker = ConnectionTracker(self.config.max_connections)
+        self._radio = asyncio.Lock()
+        self._round: asyncio.Task[Any] | None = None
+        self._discovery: asyncio.Task[None] | None = None
+        self._session: _Session | None = None
+        self._in_range: dict[str, AuthorityPeer] = {}  # authority name → peer
+        self._changed = asyncio.Event()
+        self._want_radio = 0
+        self._last_error: dict[str, str] = {}
+        self._counts = {"discovery_rounds": 0, "joins": 0, "join_failures": 0}
+        self._closing = False
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _committee(self, handler: RequestHandler | None) -> str:
+        if self._committee_id:
+            return str(self._committee_id)
+        committee = getattr(handler, "committee", None)
+        cid = getattr(committee, "committee_id", None)
+        if isinstance(cid, str):
+            return cid
+        # No node to ask (tests): a committee identity both sides derive alike.
+        keys = sorted((n, p.key.hex()) for n, p in self.directory.items()
+                      if p.role == "authority")
+        return "c-" + hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
+
+    def _on_wd_event(self, name: str, **fields: Any) -> None:
+        self.events.emit(name, **fields)
+        if name == "authority_discovered":
+            self._table_add(fields.get("address", ""))
+        elif name == "peer_lost":
+            self._table_remove_address(fields.get("address", ""), "lost")
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _table_add(self, address: str) -> None:
+        client = self._client
+        peer = client.authorities.get(address) if client else None
+        if peer is None:
+            return
+        name = peer.record.name
+        entry = self.directory.get(name)
+        if entry is None or entry.role != "authority" or entry.key != peer.record.public_key:
+            self.events.emit("peer_ignored", address=address, authority=name,
+                             reason="not in our committee file (name or key differs)")
+            return
+        fresh = name not in self._in_range
+        self._in_range[name] = peer
+        if fresh:
+            self.events.emit("authority_in_range", authority=name, address=address,
+                             level=peer.level)
+        self._pulse()
+
+    def _table_remove_address(self, address: str, reason: str) -> None:
+        for name, peer in list(self._in_range.items()):
+            if peer.address == address:
+                self._table_remove(name, reason)
+
+    def _table_remove(self, name: str, reason: str) -> None:
+        peer = self._in_range.pop(name, None)
+        if peer is not None:
+            if self._client is not None:
+                self._client.authorities.pop(peer.address, None)
+            self.events.emit("authority_out_of_range", authority=name, address=peer.address,
+                             reason=reason)
+            self._pulse()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, handler: RequestHandler | None) -> None:
+        committee = self._committee(handler)
+        try:
+            if self.role == "authority":
+                await self._start_authority(handler, committee)
+            else:
+                self._client = WifiDirectClient(committee, ifname=self.interface,
+                                                bus_address=self.bus,
+                                                on_event=self._on_wd_event)
+                await self._client.__aenter__()
+                self._discovery = asyncio.create_task(self._discover_forever(),
+                                                      name="wifidirect-discovery")
+        except (WifiDirectError, TimeoutError, OSError) as exc:
+            await self.close()
+            raise LinkError(f"WiFi Direct on {self.interface}: {exc}") from None
+        self.events.emit("link_up", kind=self.kind, role=self.role, interface=self.interface,
+                         committee=committee, port=self.port)
+
+    async def _start_authority(self, handler: RequestHandler | None, committee: str) -> None:
+        entry = self.directory.get(self.self_name)
+        if entry is None:
+            raise LinkError(f"{self.self_name} is not in the committee file")
+        record = FastPayRecord(role="authority", name=self.self_name, public_key=entry.key,
+                               committee=committee, port=self.port)
+        self._authority = WifiDirectAuthority(record, ifname=self.interface,
+                                              bus_address=self.bus, frequency=self.frequency,
+                                              on_event=self._on_wd_event)
+        await self._authority.start()
+        if handler is None:
+            return
+        cfg = self.config
+
+        def factory() -> ServerConnection:
+            return ServerConnection(handler, self._tracker, max_frame=cfg.max_frame,
+                                    idle_timeout=cfg.idle_timeout,
+                                    read_timeout=cfg.read_timeout, on_event=self.events.emit)
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(factory, host="::", port=self.port,
+                                                family=socket.AF_INET6, reuse_address=True)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._discovery is not None:
+            self._discovery.cancel()
+            await asyncio.gather(self._discovery, return_exceptions=True)
+            self._discovery = None
+        session = self._session
+        if session is not None:
+            session.release.set()
+            await asyncio.gather(session.task, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self._tracker.active):
+                conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+        if self._authority is not None:
+            await self._authority.stop()
+            self._authority = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.__aexit__(None, None, None)
+            self._client = None
+
+    @property
+    def local_address(self) -> str:
+        if self._authority is not None:
+            return f"{self.interface}/{self._authority.group_ifname or '-'}:[::]:{self.port}"
+        return f"{self.interface} (client)"
+
+    # -- discovery (client) ------------------------------------------------------------
+
+    async def _discover_forever(self) -> None:
+        client = self._client
+        assert client is not None
+        while not self._closing:
+            while self._want_radio or self._session is not None:
+                # A join wants the radio, or we are in a group: a Find would take the
+                # radio off the group's channel.
+                await asyncio.sleep(0.1)
+            async with self._radio:
+                if self._want_radio or self._session is not None:
+                    continue
+                self._round = asyncio.create_task(
+                    client.discover(timeout=self.discovery_window, want=None))
+                try:
+                    await self._round
+                    self._counts["discovery_rounds"] += 1
+                except asyncio.CancelledError:
+                    if self._closing or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        raise
+                except (WifiDirectError, TimeoutError) as exc:
+                    log.warning("discovery round failed: %s", exc)
+                finally:
+                    self._round = None
+            for peer in list(client.authorities.values()):
+                self._table_add(peer.address)  # refresh levels
+            await asyncio.sleep(self.discovery_pause)
+
+    def in_range(self) -> list[dict[str, Any]]:
+        """Authorities of our committee in range now, strongest signal first."""
+        now = time.monotonic()
+        peers = sorted(self._in_range.items(),
+                       key=lambda kv: -(kv[1].level if kv[1].level is not None else -999))
+        return [{"name": n, "address": p.address, "level": p.level,
+                 "seen_ago": round(now - p.discovered_at, 3)} for n, p in peers]
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when the in-range table changes, or after ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # -- sessions (client) -------------------------------------------------------------
+
+    async def connect(self, peer: str) -> ClientConnection:
+        if self.role == "authority":
+            raise LinkError("an authority on WiFi Direct does not open connections")
+        session = self._session
+        if session is not None and session.name == peer:
+            conn = await asyncio.shield(session.ready)
+            if conn.is_open:
+                return conn  # type: ignore[no-any-return]
+        ap = self._in_range.get(peer)
+        if ap is None:
+            err = f"{peer} is not in range" if peer in self.directory else f"unknown {peer!r}"
+            self._last_error[peer] = err
+            raise LinkError(err)
+        self._want_radio += 1
+        try:
+            if self._round is not None:
+                self._round.cancel()
+            if self._session is not None:
+                await self._end_session(self._session)
+            async with self._radio:
+                session = self._session
+                if session is not None and session.name == peer and not session.task.done():
+                    return await asyncio.shield(session.ready)  # type: ignore[no-any-return]
+                if session is not None:
+                    await self._end_session(session)
+                ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._hold(peer, ap, ready), name=f"session-{peer}")
+                self._session = _Session(peer, task, ready)
+                try:
+                    conn = await asyncio.shield(ready)
+                except LinkError as exc:
+                    self._last_error[peer] = str(exc)
+                    raise
+                self._last_error.pop(peer, None)
+                return conn  # type: ignore[no-any-return]
+        finally:
+            self._want_radio -= 1
+
+    async def _end_session(self, session: _Session) -> None:
+        session.release.set()
+        await asyncio.gather(session.task, return_exceptions=True)
+
+    def release(self, peer: str) -> None:
+        """The caller is done with ``peer``: leave its group now."""
+        session = self._session
+        if session is not None and session.name == peer:
+            session.release.set()
+
+    async def _hold(self, name: str, ap: AuthorityPeer, ready: asyncio.Future[Any]) -> None:
+        """Join, connect, keep the group while used, leave (runs as the session's task)."""
+        client = self._client
+        assert client is not None
+        me = self._session
+        t0 = time.monotonic()
+        try:
+            async with client.membership(ap, timeout=self.join_timeout) as member:
+                self._counts["joins"] += 1
+                loop = asyncio.get_running_loop()
+                max_frame = self.config.max_frame
+
+                async def opener(host: str, port: int) -> _TimedConnection:
+                    _, conn = await loop.create_connection(
+                        lambda: _TimedConnection(max_frame, name), host, port)
+                    return conn
+
+                conn, host = await client.open_tcp(member.group, ap.record.port,
+                                                   member.deadline, opener)
+                member.on_gone.append(conn.close)
+                if me is not None:
+                    me.conn, me.member = conn, member
+                self.events.emit("session_opened", authority=name, address=ap.address,
+                                 host=host, elapsed=time.monotonic() - t0)
+                ready.set_result(conn)
+                release = me.release if me is not None else asyncio.Event()
+                while not (member.gone.is_set() or release.is_set() or not conn.is_open):
+                    idle = time.monotonic() - conn.last_used
+                    if not conn.busy and idle >= self.linger:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(release.wait(), max(0.1, self.linger - idle))
+                conn.close()
+                if member.gone.is_set():
+                    self._table_remove(name, "group ended")
+        except (WifiDirectError, TimeoutError, OSError) as exc:
+            self._counts["join_failures"] += 1
+            self.events.emit("join_failed", authority=name, address=ap.address,
+                             reason=str(exc), elapsed=time.monotonic() - t0)
+            # Not reachable now: out of the table until discovery sees it again.
+            self._table_remove(name, "join failed")
+            if not ready.done():
+                ready.set_exception(LinkError(f"joining {name}: {exc}"))
+        finally:
+            if not ready.done():
+                ready.set_exception(LinkError(f"session with {name} ended"))
+            if not ready.cancelled():
+                ready.exception()  # retrieved: connect() may have stopped waiting
+            if self._session is me:
+                self._session = None
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def group_state(self) -> dict[str, Any]:
+        """The group this node is in (authority: its own as GO; client: the joined one)."""
+        if self._authority is not None:
+            group = self._authority.group
+            return {"role": "GO", "ifname": group.ifname if group else None,
+                    "up": group is not None, "members": sorted(self._authority.members)}
+        session = self._session
+        if session is None or session.member is None:
+            return {"role": "client", "joined": None}
+        return {"role": "client", "joined": session.name,
+                "ifname": session.member.group.ifname,
+                "go_address": session.member.group.bssid,
+                "since_ago": round(time.monotonic() - session.since, 3),
+                "connected": bool(session.conn and session.conn.is_open)}
+
+    def peers(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        session = self._session
+        out = []
+        for name, entry in sorted(self.directory.items()):
+            if name == self.self_name:
+                continue
+            ap = self._in_range.get(name)
+            out.append({
+                "name": name,
+                "role": entry.role,
+                "key": entry.key.hex(),
+                "endpoint": None,
+                "in_range": ap is not None,
+                "address": ap.address if ap else None,
+                "level": ap.level if ap else None,
+                "seen_ago": round(now - ap.discovered_at, 3) if ap else None,
+                "connected": bool(session and session.name == name and session.conn
+                                  and session.conn.is_open),
+                "last_error": self._last_error.get(name),
+            })
+        if self._authority is not None:
+            for address in sorted(self._authority.members):
+                out.append({"name": address, "role": "member", "key": None, "endpoint": None,
+                            "in_range": True, "address": address, "level": None,
+                            "connected": True, "last_error": None})
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "interface": self.interface,
+            "port": self.port,
+            "group": self.group_state(),
+            "in_range": [r["name"] for r in self.in_range()],
+            "inbound_connections": len(self._tracker.active),
+            "accepted": self._tracker.accepted,
+            **self._counts,
+        }
