@@ -92,6 +92,19 @@ class Cli:
             print(f"  balance    {a['balance']} (next seq {a['next_sequence_number']})")
         if "accounts" in a:
             print(f"  accounts   {a['accounts']}")
+        group = link.get("group")
+        if group:
+            if group.get("role") == "GO":
+                print(f"  group      GO on {group.get('ifname')}, members "
+                      f"{', '.join(group.get('members', [])) or 'none'}")
+            else:
+                joined = group.get("joined")
+                print(f"  group      {'joined ' + joined if joined else 'none'}")
+        if "in_range" in link:
+            print(f"  in range   {', '.join(link['in_range']) or 'no authority'}")
+        tr = a.get("transfer")
+        if tr and tr.get("state") not in (None, "idle"):
+            print(f"  transfer   {_progress_line(tr)}")
 
     @_args((("account",), {"nargs": "?", "help": "account (authorities: name or hex)"}))
     async def do_balance(self, args: argparse.Namespace) -> None:
@@ -111,9 +124,15 @@ class Cli:
 
     @_args((("recipient",), {"help": "client name or 64-hex address"}),
            (("amount",), {"type": int, "help": "positive integer amount"}),
-           (("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}))
+           (("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}),
+           (("--wait",), {"action": "store_true",
+                          "help": "mobile client: follow the transfer until it is complete"}))
     async def do_transfer(self, args: argparse.Namespace) -> None:
-        """Pay AMOUNT to RECIPIENT: votes, certificate, confirmations, delivery."""
+        """Pay AMOUNT to RECIPIENT: votes, certificate, confirmations, delivery.
+
+        On a WiFi Direct (mobile) client it returns once the transfer is accepted; the
+        daemon visits authorities as they come into range (``--wait`` follows it).
+        """
         if args.amount <= 0:
             raise CliError("amount must be a positive integer", EXIT_USAGE)
 
@@ -124,8 +143,12 @@ class Cli:
 
         print(f"transfer {args.amount} to {args.recipient} ...", file=sys.stderr, flush=True)
         a = await self.call({"cmd": "transfer", "recipient": args.recipient,
-                             "amount": args.amount}, args.timeout, show)
+                             "amount": args.amount, "wait": args.wait,
+                             "timeout": args.timeout}, args.timeout + 10.0, show)
         if self.as_json:
+            return
+        if a.get("mobile"):
+            print(f"transfer #{a.get('sequence_number')}: {_progress_line(a)}")
             return
         confirmed = sum(v == "confirmed" for v in a["confirmations"].values())
         print(f"paid {a['amount']} to {a['recipient']} (seq {a['sequence_number']}): "
@@ -156,7 +179,23 @@ class Cli:
             return
         for p in a["peers"]:
             state = "connected" if p["connected"] else (p.get("last_error") or "idle")
-            print(f"{p['name']:12} {p['role']:9} {p.get('endpoint') or '-':22} {state}")
+            if "in_range" in p:  # WiFi Direct: where the peer is, not a static endpoint
+                level = p.get("level")
+                where = (f"{p.get('address')} {level} dBm" if p["in_range"] and level is not None
+                         else ("in range" if p["in_range"] else "not in range"))
+                print(f"{p['name']:12} {p['role']:9} {where:30} {state}")
+            else:
+                print(f"{p['name']:12} {p['role']:9} {p.get('endpoint') or '-':22} {state}")
+
+    async def do_progress(self, args: argparse.Namespace) -> None:
+        """Client: the latest transfer's progress and the authorities in range."""
+        a = await self.call({"cmd": "progress"})
+        if self.as_json:
+            return
+        print(_progress_line(a["transfer"]))
+        if a.get("in_range") is not None:
+            print("in range: " + (", ".join(f"{r['name']} ({r['level']} dBm)"
+                                            for r in a["in_range"]) or "no authority"))
 
     @_args((("--since",), {"type": int, "default": 0, "help": "after this sequence number"}))
     async def do_events(self, args: argparse.Namespace) -> None:
@@ -173,6 +212,20 @@ class Cli:
         if not self.as_json:
             print(f"reached {', '.join(a['reached']) or 'no authority'}; "
                   f"credited {a['credited']}; balance {a['balance']}")
+
+
+def _progress_line(tr: dict[str, Any]) -> str:
+    """One line for a transfer's progress (see ClientNode.transfer_progress)."""
+    state = tr.get("state", "?")
+    if state == "idle":
+        return "no transfer"
+    line = (f"#{tr.get('sequence_number')} {tr.get('amount')} to {tr.get('recipient')}: "
+            f"{state}, votes {tr.get('weight')}/{tr.get('quorum')} "
+            f"({', '.join(tr.get('votes', [])) or '-'})")
+    if tr.get("certificate"):
+        line += (f", certificate, confirmed at {', '.join(tr.get('confirmed', [])) or '-'}"
+                 f" (waiting for {', '.join(tr.get('confirmations_needed', [])) or 'none'})")
+    return line
 
 
 def _parser() -> argparse.ArgumentParser:
