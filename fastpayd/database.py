@@ -15,6 +15,12 @@ Writes staged while a batch is committing go into the next batch, so N concurren
 cost about two fsyncs, not N.  Later writes to the same key overwrite earlier staged ones,
 which is correct because the value is the key's whole latest state.
 
+Append-only tables (``log``) take ``append(table, entry)`` instead: a batch writes all the
+entries appended to a table since the previous batch as *one* row, keyed by an 8-byte
+big-endian batch number, whose value is the entries concatenated (each entry must be
+self-delimiting, e.g. msgpack objects).  A row costs several microseconds of SQLite work
+whatever its size, so one row per batch instead of one per entry matters on the hot path.
+
 COMMIT runs in its own thread so the event loop keeps decoding and verifying the next
 requests during the fsync (an inline COMMIT stalls the loop for the whole fsync).
 
@@ -37,10 +43,12 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-TABLES = ("accounts", "meta", "history")
+TABLES = ("accounts", "log", "meta", "history")
+APPEND_TABLES = ("log",)  # written with append(), one row per batch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (key BLOB PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS log (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 """
@@ -68,6 +76,8 @@ class Database:
         )
         self._conn: sqlite3.Connection | None = None
         self._staged: dict[tuple[str, bytes], bytes | Serializable] = {}
+        self._appended: list[tuple[str, bytes]] = []
+        self._append_next: dict[str, int] = {}  # next batch number of each append table
         self._version = 0
         self._committed_version = 0
         self._next: asyncio.Future[None] | None = None  # for writes staged, not yet taken
@@ -103,6 +113,9 @@ class Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
+        for table in APPEND_TABLES:
+            (last,) = conn.execute(f"SELECT max(key) FROM {table}").fetchone()
+            self._append_next[table] = 0 if last is None else int.from_bytes(last, "big") + 1
         return conn
 
     async def close(self) -> None:
@@ -151,6 +164,14 @@ class Database:
         self._version += 1
         self._wakeup.set()
 
+    def append(self, table: str, entry: bytes) -> None:
+        """Stage ``entry`` for the append-only ``table``; durable with the next batch."""
+        if table not in APPEND_TABLES:
+            raise ValueError(f"{table!r} is not an append-only table")
+        self._appended.append((table, entry))
+        self._version += 1
+        self._wakeup.set()
+
     @property
     def is_durable(self) -> bool:
         """True when nothing staged is waiting for a commit (lets hot paths skip a future)."""
@@ -174,7 +195,7 @@ class Database:
             fut = loop.create_future()
             fut.set_result(None)
             return fut
-        if self._staged:
+        if self._staged or self._appended:
             if self._next is None:
                 self._next = loop.create_future()
             return self._next
@@ -191,11 +212,12 @@ class Database:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not self._staged:
+            if not self._staged and not self._appended:
                 if self._closing:
                     return
                 continue
             batch, self._staged = self._staged, {}
+            appended, self._appended = self._appended, []
             target = self._version
             fut, self._next = self._next or loop.create_future(), None
             self._inflight = fut
@@ -204,7 +226,7 @@ class Database:
                 # only COMMIT, which writes the WAL and fsyncs, runs in the thread.  One
                 # GIL hand-off per batch instead of one per row (measured: per-row
                 # statements in the thread convoyed on the GIL with the busy event loop).
-                self._write_batch(batch.items())
+                self._write_batch(batch.items(), appended)
                 await loop.run_in_executor(self._executor, self._commit_sync)
             except BaseException as exc:  # noqa: BLE001 - any failure breaks durability
                 log.critical("commit failed, refusing to release replies: %s", exc)
@@ -219,14 +241,16 @@ class Database:
                     self.on_failure()
                 return
             self.commit_count += 1
-            self.committed_writes += len(batch)
+            self.committed_writes += len(batch) + len(appended)
             self._committed_version = target
             self._inflight = None
             if not fut.done():
                 fut.set_result(None)
 
     def _write_batch(
-        self, items: Iterable[tuple[tuple[str, bytes], bytes | Serializable]]
+        self,
+        items: Iterable[tuple[tuple[str, bytes], bytes | Serializable]],
+        appended: list[tuple[str, bytes]],
     ) -> None:
         conn = self._conn
         assert conn is not None
@@ -235,6 +259,18 @@ class Database:
             per_table.setdefault(table, []).append(
                 (key, value if isinstance(value, bytes) else value.to_bytes())
             )
+        if appended:
+            entries: dict[str, list[bytes]] = {}
+            for table, entry in appended:
+                entries.setdefault(table, []).append(entry)
+            for table, values in entries.items():
+                number = self._append_next[table]
+                # Numbered before the commit is known to succeed: a failed commit is fatal
+                # (see the module docstring), so a skipped number is never reused.
+                self._append_next[table] = number + 1
+                per_table.setdefault(table, []).append(
+                    (number.to_bytes(8, "big"), b"".join(values))
+                )
         conn.execute("BEGIN IMMEDIATE")
         for table, rows in per_table.items():
             conn.executemany(

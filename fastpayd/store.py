@@ -3,21 +3,84 @@
 Both keep the current records in memory (read-your-writes for free, no SQL on the hot
 path) and stage every save in the :class:`~fastpayd.database.Database`, whose group commit
 makes them durable; the node awaits ``db.durable()`` before any reply leaves.  Records are
-serialized with their own ``to_bytes`` by the committer, once per batch.
+serialized by the committer, once per batch.
 
-* :class:`SqliteAuthorityStore`: table ``accounts``, key = the 32-byte address.  All
-  accounts are loaded at start (an authority's working set; fine for test networks and
-  devices, revisit for millions of accounts).
+* :class:`SqliteAuthorityStore`: an account is split in two, because its logs grow with
+  every payment and rewriting them on each write would make every write cost as much as
+  the account's whole history:
+
+  - table ``accounts``, key = the 32-byte address, value =
+    :meth:`~protocol.AccountState.summary_bytes` (balance, next sequence number, pending
+    vote; rewritten on every write, so the pending vote is durable before it is sent);
+  - append-only table ``log`` (one row per committed batch, see
+    :meth:`~fastpayd.database.Database.append`): each new log entry is two msgpack
+    objects, ``[address, kind, index]`` (kind ``"c"`` confirmed, ``"r"`` received) and
+    the certificate's body.  Logs only ever grow by appending (see
+    :mod:`protocol.storage`), so a save stages just the entries beyond the ones already
+    staged.  A save's summary and entries go into the same transaction.
+
+  All accounts are loaded at start and their logs rebuilt (an authority's working set;
+  fine for test networks and devices, revisit for millions of accounts).  A database
+  written before the split (logs inside the ``accounts`` value) is migrated on load.
 * :class:`SqliteClientStore`: one row ``meta['client_record']``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+
 from fastpayd.database import Database
-from protocol import AccountState
+from protocol import AccountState, CertifiedTransferOrder
 from protocol.account import ClientRecord
+from protocol.codec import encode_body, parse_body
+from protocol.errors import InvalidMessage
 
 CLIENT_RECORD_KEY = b"client_record"
+CONFIRMED = "c"
+RECEIVED = "r"
+
+
+class _Summary:
+    """An account's summary, serialized by the committer (once per batch, not per save)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: AccountState) -> None:
+        self.state = state
+
+    def to_bytes(self) -> bytes:
+        return self.state.summary_bytes()
+
+
+class _CertBlob:
+    """A certificate's stored body, encoded once although two logs hold it."""
+
+    __slots__ = ("cert", "data")
+
+    def __init__(self, cert: CertifiedTransferOrder) -> None:
+        self.cert = cert
+        self.data: bytes = encode_body(cert)
+
+
+def _log_entries(value: bytes) -> list[tuple[bytes, str, int, Any]]:
+    """Parse one ``log`` row into (address, kind, index, certificate body) entries."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=True, strict_map_key=True)
+    unpacker.feed(value)
+    try:
+        items = list(unpacker)
+    except Exception as exc:
+        raise InvalidMessage(f"corrupt log row: {type(exc).__name__}") from None
+    if len(items) % 2:
+        raise InvalidMessage("corrupt log row: odd number of objects")
+    out = []
+    for head, body in zip(items[::2], items[1::2], strict=True):
+        if (not isinstance(head, list) or len(head) != 3 or not isinstance(head[0], bytes)
+                or head[1] not in (CONFIRMED, RECEIVED) or type(head[2]) is not int):
+            raise InvalidMessage("corrupt log row: bad entry header")
+        out.append((head[0], head[1], head[2], body))
+    return out
 
 
 class SqliteAuthorityStore:
@@ -26,18 +89,63 @@ class SqliteAuthorityStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.accounts: dict[bytes, AccountState] = {}
+        # The certificate most recently staged: a confirmation appends the same one to the
+        # sender's and the recipient's log, so its body is encoded once.
+        self._last_blob: _CertBlob | None = None
 
     async def load(self) -> None:
-        """Read every committed account (call once, before serving)."""
-        for key, value in await self.db.read_all("accounts"):
-            self.accounts[key] = AccountState.from_bytes(value)
+        """Read every committed account and rebuild its logs (call once, before serving)."""
+        logs: dict[tuple[bytes, str], dict[int, Any]] = {}
+        for _, value in sorted(await self.db.read_all("log")):
+            for address, kind, index, body in _log_entries(value):
+                logs.setdefault((address, kind), {})[index] = body
+
+        def rebuild(address: bytes, kind: str) -> tuple[CertifiedTransferOrder, ...]:
+            entries = logs.pop((address, kind), {})
+            if sorted(entries) != list(range(len(entries))):
+                raise InvalidMessage(f"log of {address.hex()} has gaps")
+            return tuple(parse_body(CertifiedTransferOrder, entries[i])
+                         for i in range(len(entries)))
+
+        migrate: list[tuple[bytes, AccountState]] = []
+        for address, value in await self.db.read_all("accounts"):
+            state = AccountState.from_bytes(value)
+            if state.confirmed_log or state.received_log:
+                # Written before the split: the logs are in the value.  Re-stage them as
+                # log entries (and the summary over the old blob) in the first commit.
+                migrate.append((address, state))
+                continue
+            self.accounts[address] = state.with_logs(
+                rebuild(address, CONFIRMED), rebuild(address, RECEIVED)
+            )
+        if logs:
+            raise InvalidMessage(f"log entries of {len(logs)} unknown accounts")
+        for address, state in migrate:
+            self.save_account(address, state)
 
     def load_account(self, address: bytes) -> AccountState | None:
         return self.accounts.get(address)
 
     def save_account(self, address: bytes, state: AccountState) -> None:
+        old = self.accounts.get(address)
         self.accounts[address] = state
-        self.db.stage("accounts", address, state)
+        db = self.db
+        db.stage("accounts", address, _Summary(state))
+        n_confirmed = len(old.confirmed_log) if old is not None else 0
+        n_received = len(old.received_log) if old is not None else 0
+        # Logs only grow by appending: stage just the new tail of each.
+        for i in range(n_confirmed, len(state.confirmed_log)):
+            db.append("log", self._entry(address, CONFIRMED, i, state.confirmed_log[i]))
+        for i in range(n_received, len(state.received_log)):
+            db.append("log", self._entry(address, RECEIVED, i, state.received_log[i]))
+
+    def _entry(self, address: bytes, kind: str, index: int,
+               cert: CertifiedTransferOrder) -> bytes:
+        blob = self._last_blob
+        if blob is None or blob.cert is not cert:
+            blob = self._last_blob = _CertBlob(cert)
+        head: bytes = msgpack.packb([address, kind, index], use_bin_type=True)
+        return head + blob.data
 
 
 class SqliteClientStore:

@@ -18,7 +18,11 @@ for, the votes so far, its latest certificate and which authorities have
 confirmed it, and the logs of sent and received certificates.
 
 ``to_bytes``/``from_bytes`` give each record a compact msgpack form (nested
-messages as their wire bodies) so a store can keep it as one blob.
+messages as their wire bodies) so a store can keep it as one blob.  An
+authority's logs grow with every payment, so a store should not rewrite them on
+every write: :meth:`AccountState.summary_bytes` is the same form with the logs
+left out (``from_bytes`` reads it as a record with empty logs), and
+:meth:`AccountState.with_logs` puts logs kept elsewhere back.
 """
 
 from __future__ import annotations
@@ -91,6 +95,40 @@ class AccountState:
             use_bin_type=True,
         )
         return packed
+
+    def summary_bytes(self) -> bytes:
+        """Return the record's blob without its logs (balance, sequence number, pending vote).
+
+        This is what changes on every write; the logs only grow and can be stored as
+        separate entries.  ``from_bytes`` parses it into a record with empty logs.
+        """
+        packed: bytes = msgpack.packb(
+            [
+                self.balance,
+                self.next_sequence_number,
+                None
+                if self.pending_confirmation is None
+                else message_body(self.pending_confirmation),
+                [],
+                [],
+            ],
+            use_bin_type=True,
+        )
+        return packed
+
+    def with_logs(
+        self,
+        confirmed_log: tuple[CertifiedTransferOrder, ...],
+        received_log: tuple[CertifiedTransferOrder, ...],
+    ) -> AccountState:
+        """Return this record with the given logs (a store rebuilding what it split)."""
+        return AccountState(
+            self.balance,
+            self.next_sequence_number,
+            self.pending_confirmation,
+            confirmed_log,
+            received_log,
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:

@@ -72,3 +72,21 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
+
+
+async def test_appends_are_one_row_per_batch_numbered_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    async with Database(path) as db:
+        for i in range(3):
+            db.append("log", b"e%d;" % i)
+        assert not db.is_durable
+        await db.durable()
+        db.append("log", b"e3;")
+        await db.durable()
+        assert await db.read_all("log") == [((0).to_bytes(8, "big"), b"e0;e1;e2;"),
+                                            ((1).to_bytes(8, "big"), b"e3;")]
+    async with Database(path) as db:
+        db.append("log", b"e4;")
+        await db.durable()
+        rows = await db.read_all("log")
+        assert rows[-1] == ((2).to_bytes(8, "big"), b"e4;")
