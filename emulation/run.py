@@ -1,0 +1,183 @@
+"""``sudo python -m emulation.run [SCENARIO.toml]``: build, run, and talk to an emulation.
+
+1. The scenario is read and checked (default: ``emulation/scenarios/default.toml``).
+2. If this kernel has no mac80211_hwsim, the same command re-executes itself inside the
+   QEMU/TCG VM (:mod:`emulation.vm`) with progress shown while it boots; the VM's exit
+   code becomes ours and the report comes back through a shared writable directory.
+   An interactive session gets the terminal passed through.
+3. Otherwise the backend (``auto``: Mininet-WiFi if present, else hwsim) starts every
+   station; then either the Mininet-style CLI opens (:mod:`emulation.cli`) or, with
+   ``--batch``, the scenario's timeline runs headless.
+4. Everything is torn down; ``--report FILE`` gets the run's JSON report.
+
+Exit status: 0 success, 1 a timeline step failed or the emulation stopped with an
+error (e.g. the medium died), 2 bad usage or scenario, 3 the emulation could not
+start, 124 the VM timed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from emulation import backends, scenario, vm
+from emulation.cli import EmulationCLI, run_timeline
+from emulation.network import EmulationError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m emulation.run",
+                                     description="Run a FastPay radio emulation.")
+    parser.add_argument("scenario", nargs="?", default=str(scenario.DEFAULT_SCENARIO),
+                        help="scenario TOML file (default: %(default)s)")
+    parser.add_argument("--batch", action="store_true",
+                        help="run the scenario's timeline without a CLI and exit")
+    parser.add_argument("--report", metavar="FILE", help="write the run's JSON report here")
+    parser.add_argument("--backend", choices=backends.NAMES, default=None,
+                        help="station backend (default: the scenario's, else auto)")
+    parser.add_argument("--no-vm", action="store_true",
+                        help="never re-execute in the VM (fail if the kernel has no hwsim)")
+    parser.add_argument("--vm-timeout", type=float, default=3600.0,
+                        help="seconds the whole VM run may take (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = parse_args(argv)
+    try:
+        scen = scenario.load(args.scenario)
+    except scenario.ScenarioError as exc:
+        print(f"emulation: bad scenario: {exc}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("emulation: needs root (network namespaces, kernel modules): "
+              f"sudo {sys.executable} -m emulation.run ...", file=sys.stderr)
+        return 2
+    if not vm.in_vm() and vm.needs_vm():
+        if args.no_vm:
+            print("emulation: this kernel has no mac80211_hwsim and --no-vm was given",
+                  file=sys.stderr)
+            return 3
+        return _rerun_in_vm(args, argv)
+    return _run_here(args, scen)
+
+
+def _rerun_in_vm(args: argparse.Namespace, argv: list[str] | None) -> int:
+    forwarded = list(sys.argv[1:] if argv is None else argv)
+    rwdirs = []
+    if args.report:
+        report = Path(args.report).resolve()
+        report.parent.mkdir(parents=True, exist_ok=True)
+        rwdirs.append(str(report.parent))
+        forwarded = _replace_report(forwarded, str(report))
+    forwarded[:0] = ["--no-vm"]  # inside, never recurse
+    scen_path = Path(args.scenario).resolve()
+    forwarded = [str(scen_path) if a == args.scenario else a for a in forwarded]
+    interactive = not args.batch and sys.stdin.isatty()
+    print("emulation: this kernel has no mac80211_hwsim; running inside a QEMU/TCG VM "
+          "(virtme-ng, Debian kernel)", flush=True)
+    try:
+        return vm.run_in_vm([sys.executable, "-m", "emulation.run", *forwarded],
+                            rwdirs=rwdirs, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT)},
+                            timeout=args.vm_timeout, interactive=interactive,
+                            title="Booting the VM")
+    except vm.VMError as exc:
+        print(f"emulation: cannot start the VM: {exc}", file=sys.stderr)
+        return 3
+
+
+def _replace_report(argv: list[str], absolute: str) -> list[str]:
+    out = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--report" and i + 1 < len(argv):
+            out += ["--report", absolute]
+            skip = True
+        elif arg.startswith("--report="):
+            out.append(f"--report={absolute}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
+    try:
+        cls = backends.backend_class(args.backend or scen.backend)
+    except backends.BackendUnavailable as exc:
+        print(f"emulation: {exc}", file=sys.stderr)
+        return 3
+    # SIGTERM (e.g. a timeout killing us) must still tear everything down.
+    signal.signal(signal.SIGTERM, _interrupt)
+    net = cls(scen.stations, area=scen.area, seed=scen.seed, pathloss=scen.pathloss)
+    report: dict[str, Any] = {"scenario": scen.name, "scenario_file": str(scen.path),
+                              "backend": cls.backend, "mode": "batch" if args.batch else "cli",
+                              "success": False, "error": None}
+    t0 = time.monotonic()
+    print(f"emulation: starting {len(scen.stations)} station(s) ({cls.backend} backend) ...",
+          flush=True)
+    try:
+        net.start()
+    except EmulationError as exc:
+        print(f"emulation: cannot start: {exc}", file=sys.stderr)
+        report["error"] = str(exc)
+        _write_report(args.report, report)
+        return 3
+    try:
+        net.write_state()
+        print(f"emulation: ready in {time.monotonic() - t0:.1f} s", flush=True)
+        cli = EmulationCLI(net)
+        if args.batch:
+            results = run_timeline(cli, scen.timeline, net)
+            while not net.failed.is_set() and net.now() < scen.duration:
+                net.failed.wait(min(1.0, scen.duration - net.now()))
+            report["timeline"] = results
+            ok = all(r["ok"] for r in results) and len(results) == len(scen.timeline)
+        else:
+            cli.cmdloop()
+            ok = True
+        if net.failed.is_set():
+            ok = False
+            report["error"] = str(net.error)
+        report["success"] = ok
+        report["final_positions"] = {k: list(v) for k, v in net.positions().items()}
+        if not net.failed.is_set():
+            report["medium"] = net.medium_stats()
+        report["network"] = net.describe()
+    except KeyboardInterrupt:
+        report["error"] = "interrupted"
+        ok = False
+    finally:
+        report["seconds"] = round(time.monotonic() - t0, 3)
+        net.stop()
+    _write_report(args.report, report)
+    if net.failed.is_set():
+        print(f"emulation: FAILED: {net.error}", file=sys.stderr)
+        return 1
+    print(f"emulation: {'success' if ok else 'FAILED'}", flush=True)
+    return 0 if ok else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _write_report(path: str | None, report: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"emulation: report written to {path}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``python -m emulation.shell STATION [COMMAND ...]``: enter a running station.
+
+It reads the running emulation's description (``/run/fastpay-emu/network.json``,
+written by ``emulation.run``) and replaces itself with a shell -- or COMMAND -- inside
+the station's network namespace, with ``DBUS_SYSTEM_BUS_ADDRESS`` pointing at the
+station's own bus, so ``fastpayd --role authority ...`` or ``wpa_cli`` work there by
+hand. It must run in the same kernel as the emulation: on a host without hwsim the
+emulation lives in the VM, so use the CLI's ``shell STATION`` there instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from emulation.network import DEFAULT_RUN_DIR
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exec into the station; return an exit status only on errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args else 2
+    name, command = args[0], args[1:]
+    state_file = Path(os.environ.get("FASTPAY_EMU_RUN_DIR", DEFAULT_RUN_DIR)) / "network.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except OSError:
+        print(f"emulation.shell: no running emulation here ({state_file} is missing). "
+              "Start one with 'sudo python -m emulation.run'; in the VM use the CLI's "
+              "'shell STATION'.", file=sys.stderr)
+        return 1
+    stations = state.get("stations", {})
+    if name not in stations:
+        print(f"emulation.shell: no station {name!r} (stations: {', '.join(stations)})",
+              file=sys.stderr)
+        return 1
+    info = stations[name]
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=info["bus_address"], FASTPAY_STATION=name,
+               FASTPAY_IFACE=info["iface"], PS1=f"{name}# ")
+    if "netns" in info and not info["netns"].startswith("mininet:"):
+        enter = ["ip", "netns", "exec", info["netns"]]
+    else:
+        enter = ["mnexec", "-a", str(info["pid"])]
+    argv_exec = enter + (command or [os.environ.get("SHELL", "/bin/sh"), "-i"])
+    os.execvpe(argv_exec[0], argv_exec, env)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

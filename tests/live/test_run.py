@@ -1,0 +1,72 @@
+"""Live: ``python -m emulation.run --batch`` runs a scenario headless and says if it worked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.live, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCENARIO = """
+name = "batch check"
+[area]
+x_max = 300
+y_max = 100
+[[stations]]
+name = "sta1"
+position = [10, 50]
+range = 100
+[[stations]]
+name = "sta2"
+role = "client"
+position = [60, 50]
+range = 100
+[[timeline]]
+at = 0
+do = "p2p_find"
+[[timeline]]
+at = 0.5
+do = "expect_peer sta1 sta2"
+retry_for = 60
+[[timeline]]
+at = 1
+do = "move sta2 280,50"
+[[timeline]]
+at = 1.5
+do = "sta2 ip link show wlan0"
+[[timeline]]
+at = 2
+do = "{last}"
+"""
+
+
+def _run(tmp_path: Path, last: str) -> tuple[int, dict, str]:
+    scen = tmp_path / "scenario.toml"
+    scen.write_text(SCENARIO.replace("{last}", last))
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "emulation.run", "--batch", "--report", str(report), str(scen)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return result.returncode, json.loads(report.read_text()), result.stdout + result.stderr
+
+
+def test_run_batch_success_writes_report(tmp_path: Path) -> None:
+    code, report, output = _run(tmp_path, "positions")
+    assert code == 0, output
+    assert report["success"] is True
+    assert [step["ok"] for step in report["timeline"]] == [True] * 5
+    assert report["final_positions"]["sta2"] == [280.0, 50.0]
+    assert report["medium"]["frames"] > 0
+
+
+def test_run_batch_failing_step_exits_1(tmp_path: Path) -> None:
+    code, report, output = _run(tmp_path, "sta1 false")
+    assert code == 1, output
+    assert report["success"] is False
+    assert report["timeline"][-1] == {**report["timeline"][-1], "do": "sta1 false", "ok": False}
