@@ -206,9 +206,10 @@ class Cli:
         for e in a["events"]:
             print(json.dumps(e))
 
+    @_args((("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}))
     async def do_sync(self, args: argparse.Namespace) -> None:
         """Client: ask the authorities for payments received and missed state."""
-        a = await self.call({"cmd": "sync"}, 60.0)
+        a = await self.call({"cmd": "sync"}, args.timeout)
         if not self.as_json:
             print(f"reached {', '.join(a['reached']) or 'no authority'}; "
                   f"credited {a['credited']}; balance {a['balance']}")

@@ -188,6 +188,7 @@ class WifiDirectAuthority(_Emitter):
         """Advertise the record and start the group; return once the GO is up."""
         await self.manager.start()
         try:
+            await self.manager.leave_stale_groups()
             self._token = self.manager.subscribe(self._on_signal)
             for query, response in self.record.bonjour_services():
                 with contextlib.suppress(WpaError):  # left over from an earlier run
@@ -315,6 +316,13 @@ class WifiDirectClient(_Emitter):
 
     async def __aenter__(self) -> WifiDirectClient:
         await self.manager.start()
+        try:
+            await self.manager.leave_stale_groups()
+            with contextlib.suppress(WpaError):
+                await self.manager.cancel()  # a join left half done by a killed process
+        except BaseException:
+            await self.manager.stop()
+            raise
         self._token = self.manager.subscribe(self._on_signal)
         return self
 

@@ -384,6 +384,29 @@ class WpaManager:
     async def cancel(self) -> None:
         await self.p2p("Cancel")
 
+    async def leave_stale_groups(self, timeout: float = 10.0) -> list[str]:
+        """Leave every group wpa_supplicant still runs for us; return their interface paths.
+
+        A daemon killed while in a group leaves wpa_supplicant in it (as client or GO);
+        joining or starting another group would then fail.  Called at start.
+        """
+        left = []
+        for path in await self.get_property(defs.ROOT_PATH, defs.IFACE_ROOT, "Interfaces"):
+            try:
+                role = await self.get_property(path, defs.IFACE_P2P, "Role")
+            except WpaError:
+                continue  # not a P2P interface
+            if role not in ("GO", "client"):
+                continue
+            with self.expect({defs.SIG_GROUP_FINISHED}) as exp:
+                try:
+                    await self.disconnect(path)
+                    await exp.wait(timeout)
+                except (WpaError, TimeoutError):
+                    pass
+            left.append(str(path))
+        return left
+
     async def wps_start(self, iface_path: str, **args: Any) -> dict[str, Any]:
         (out,) = await self._call(defs.IFACE_WPS, iface_path, "Start", "a{sv}",
                                   [variants(args, defs.WPS_START_ARGS)])

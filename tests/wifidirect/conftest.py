@@ -139,19 +139,21 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stations() -> Iterator[dict[str, Station]]:
+def stations(request: pytest.FixtureRequest) -> Iterator[dict[str, Station]]:
+    """The module's stations: names from its ``STATIONS`` tuple (default :data:`STATIONS`)."""
+    names: tuple[str, ...] = getattr(request.module, "STATIONS", STATIONS)
     reason = _can_run()
     if reason:
         pytest.skip(reason)
     RUN.mkdir(parents=True, exist_ok=True)
     subprocess.run(["modprobe", "-r", "mac80211_hwsim"], capture_output=True)
-    _sh("modprobe", "mac80211_hwsim", f"radios={len(STATIONS)}")
+    _sh("modprobe", "mac80211_hwsim", f"radios={len(names)}")
     phys = sorted(os.listdir("/sys/class/ieee80211"), key=lambda p: int(p[3:]))
     (RUN / "bus.conf").write_text(_bus_config())
     procs: list[subprocess.Popen[bytes]] = []
     made: dict[str, Station] = {}
     try:
-        for name, phy in zip(STATIONS, phys, strict=False):
+        for name, phy in zip(names, phys, strict=False):
             ns = f"wd-{name}"
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             _sh("ip", "netns", "add", ns)
@@ -191,7 +193,7 @@ def stations() -> Iterator[dict[str, Station]]:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for name in STATIONS:
+        for name in names:
             subprocess.run(["ip", "netns", "del", f"wd-{name}"], capture_output=True)
         # Other live tests in the same VM load the module with their own radio count.
         subprocess.run(["modprobe", "-r", "mac80211_hwsim"], capture_output=True)
