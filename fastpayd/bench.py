@@ -8,8 +8,11 @@
 2. Start ``auth0`` as a real ``fastpayd`` process (durability on: WAL, synchronous=FULL,
    group commit), pinned to CPU 0; this process (the load generator) pins itself to CPU 1.
 3. Phase *orders*: send all orders over C connections with W requests in flight per
-   connection; then phase *confirmations* the same way.  Every response is decoded after
-   the clock stops and must be a vote / an acknowledgement.
+   connection; then phase *confirmations* the same way.  The rate is measured in the steady
+   state, between the 10th and the 90th percentile response (the start-up, while the first
+   batch is voted on and committed, and the drain at the end, when the pipe is no longer
+   full, are left out); the whole-phase rate is printed too.  Every response is decoded
+   after the clock stops and must be a vote / an acknowledgement.
 4. Measure the crypto ceiling in the same run with the same library (PyNaCl through
    ``protocol.crypto``): ``1/(verify+sign)`` orders/s and ``1/(3*verify)`` confirmations/s,
    and print the ratios.  The last two lines are ``orders ratio: X.XX`` and
@@ -73,10 +76,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _Clock:
+    """Counts responses over all connections; stamps when the window opens and closes."""
+
+    def __init__(self, total: int, low: float = 0.1, high: float = 0.9) -> None:
+        self.count = 0
+        self.open_at = max(1, int(total * low))
+        self.close_at = max(self.open_at + 1, int(total * high))
+        self.t_open = self.t_close = 0.0
+
+    def add(self, n: int) -> None:
+        before, self.count = self.count, self.count + n
+        if before < self.open_at <= self.count:
+            self.t_open = time.perf_counter()
+        if before < self.close_at <= self.count:
+            self.t_close = time.perf_counter()
+
+    @property
+    def window(self) -> tuple[int, float]:
+        """(responses, seconds) between the window's two stamps."""
+        return self.close_at - self.open_at, self.t_close - self.t_open
+
+
 class _Pump(asyncio.Protocol):
     """Keeps ``window`` requests in flight on one connection; collects raw responses."""
 
-    def __init__(self, frames: list[bytes], window: int, done: asyncio.Future[None]) -> None:
+    def __init__(self, frames: list[bytes], window: int, done: asyncio.Future[None],
+                 clock: _Clock) -> None:
+        self.clock = clock
         self.frames = frames
         self.window = window
         self.next = 0
@@ -103,6 +130,7 @@ class _Pump(asyncio.Protocol):
         got = self.decoder.feed(data)
         self.responses += got
         self._send(len(got))
+        self.clock.add(len(got))
         if len(self.responses) == len(self.frames) and not self.done.done():
             self.done.set_result(None)
 
@@ -116,12 +144,14 @@ def _same(pump: _Pump) -> _Pump:
 
 
 async def _phase(port: int, frames: list[bytes], connections: int, window: int
-                 ) -> tuple[float, list[bytes]]:
+                 ) -> tuple[float, tuple[int, float], list[bytes]]:
+    """Run one phase; return (whole-phase seconds, steady-state window, responses)."""
     loop = asyncio.get_running_loop()
     pumps: list[_Pump] = []
+    clock = _Clock(len(frames))
     for i in range(connections):
         fut: asyncio.Future[None] = loop.create_future()
-        pump = _Pump(frames[i::connections], window, fut)
+        pump = _Pump(frames[i::connections], window, fut, clock)
         await loop.create_connection(functools.partial(_same, pump), "127.0.0.1", port)
         pumps.append(pump)
     t0 = time.perf_counter()
@@ -132,7 +162,7 @@ async def _phase(port: int, frames: list[bytes], connections: int, window: int
     for p in pumps:
         assert p.transport is not None
         p.transport.close()
-    return elapsed, [r for p in pumps for r in p.responses]
+    return elapsed, clock.window, [r for p in pumps for r in p.responses]
 
 
 def _crypto_ceiling(sample: list[TransferOrder], authority: KeyPair) -> tuple[float, float]:
@@ -207,7 +237,8 @@ async def _main(args: argparse.Namespace) -> int:
         control = tmp / "run" / "auth0.sock"
         commits0 = (await control_request(control, {"cmd": "status"}))["storage"]["commits"]
         cpu0 = _cpu_seconds(proc.pid)
-        t_orders, responses = await _phase(port, order_frames, args.connections, args.window)
+        t_orders, w_orders, responses = await _phase(port, order_frames, args.connections,
+                                                     args.window)
         cpu_orders = _cpu_seconds(proc.pid) - cpu0
         commits1 = (await control_request(control, {"cmd": "status"}))["storage"]["commits"]
         wrong = [m for m in map(decode, responses) if not isinstance(m, SignedTransferOrder)]
@@ -215,7 +246,7 @@ async def _main(args: argparse.Namespace) -> int:
             print(f"bench: {len(wrong)} order responses were not votes, e.g. {wrong[0]}")
             return 1
         cpu0 = _cpu_seconds(proc.pid)
-        t_conf, responses = await _phase(port, conf_frames, args.connections, args.window)
+        t_conf, w_conf, responses = await _phase(port, conf_frames, args.connections, args.window)
         cpu_conf = _cpu_seconds(proc.pid) - cpu0
         commits2 = (await control_request(control, {"cmd": "status"}))["storage"]["commits"]
         bad = sum(not (isinstance(a := decode(r), ConfirmationAck) and a.applied)
@@ -234,16 +265,18 @@ async def _main(args: argparse.Namespace) -> int:
             proc.wait()
         log.close()
         notify.close()
-    orders_s = n / t_orders
-    conf_s = n / t_conf
+    orders_s = w_orders[0] / w_orders[1]
+    conf_s = w_conf[0] / w_conf[1]
     ceil_orders = 1 / (verify + sign)
     ceil_conf = 1 / (3 * verify)
     print(f"crypto: sign {sign * 1e6:.1f} us, verify {verify * 1e6:.1f} us (PyNaCl)")
     print(f"group commit: {commits1 - commits0} transactions for {n} orders, "
           f"{commits2 - commits1} for {n} confirmations")
-    print(f"orders:        {orders_s:8.0f} /s  ({n} in {t_orders:.2f} s); "
+    print(f"orders:        {orders_s:8.0f} /s  (steady state: {w_orders[0]} in "
+          f"{w_orders[1]:.2f} s; whole phase {n / t_orders:.0f} /s); "
           f"ceiling 1/(verify+sign) = {ceil_orders:.0f} /s")
-    print(f"confirmations: {conf_s:8.0f} /s  ({n} in {t_conf:.2f} s); "
+    print(f"confirmations: {conf_s:8.0f} /s  (steady state: {w_conf[0]} in "
+          f"{w_conf[1]:.2f} s; whole phase {n / t_conf:.0f} /s); "
           f"ceiling 1/(3*verify) = {ceil_conf:.0f} /s")
     # CPU time is what the authority itself spent: a check that does not depend on other
     # load on the machine (wall-clock figures do).

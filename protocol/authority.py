@@ -78,7 +78,9 @@ class ConfirmationOutcome:
 
     def to_ack(self) -> ConfirmationAck:
         """Return the message acknowledging the confirmation to its sender."""
-        return ConfirmationAck(
+        # The fields come from a certificate that was validated when it was decoded (and
+        # ``applied`` is a bool we set): validating them again would only cost time.
+        return ConfirmationAck.model_construct(
             sender=self.sender, sequence_number=self.sequence_number, applied=self.applied
         )
 
