@@ -14,6 +14,7 @@ FastPay's commands (discover, mobile_transfer, show_peers, ...) come in that way
 from __future__ import annotations
 
 import cmd
+import io
 import json
 import shlex
 import subprocess
@@ -240,8 +241,12 @@ class EmulationCLI(cmd.Cmd):
         return result.stdout
 
     def _peers(self, name: str) -> dict[str, str]:
+        station = self.net.station(name)
+        # wpa_cli exits non-zero when the peer list is empty: not an error.
+        listing = station.run(["wpa_cli", "-p", str(station.ctrl_dir), "-i",
+                               f"p2p-dev-{station.iface}", "p2p_peers"], timeout=30)
         peers = {}
-        for address in self._wpa_cli(name, "p2p_peers").split():
+        for address in listing.stdout.split():
             info = self._wpa_cli(name, "p2p_peer", address)
             device = next((ln.split("=", 1)[1] for ln in info.splitlines()
                            if ln.startswith("device_name=")), "?")
@@ -262,12 +267,21 @@ def run_timeline(cli: EmulationCLI, timeline: list[Any], net: Any,
             if net.failed.wait(min(0.2, entry.at - net.now())):
                 return results
         started = time.monotonic()
+        real_stdout = cli.stdout
         while True:
-            cli.onecmd(entry.do)
+            # Only the last attempt's output is shown: retries would repeat themselves.
+            cli.stdout = io.StringIO()
+            try:
+                cli.onecmd(entry.do)
+            finally:
+                shown, cli.stdout = cli.stdout.getvalue(), real_stdout
             if cli.last_ok or time.monotonic() - started >= entry.retry_for or \
                     net.failed.is_set():
                 break
             time.sleep(0.5)
+        if shown:
+            cli.stdout.write(shown)
+            cli.stdout.flush()
         results.append({"at": entry.at, "do": entry.do, "ok": cli.last_ok,
                         "started": round(started - net._t0, 3) if hasattr(net, "_t0") else None,
                         "seconds": round(time.monotonic() - started, 3)})

@@ -167,6 +167,9 @@ class Network:
             for station in self.stations.values():
                 station.start(timeout)
             self.timings["stations_ready_s"] = time.monotonic() - t0
+            # Mobility time (and scenario timelines) start once every station is up.
+            self._t0 = time.monotonic()
+            self._push_positions(0.0)
             self._supervisor = threading.Thread(target=self._supervise, name="emulation",
                                                 daemon=True)
             self._supervisor.start()

@@ -158,6 +158,25 @@ class VMResultItem(pytest.Item):
         return path, line, f"{name} [VM]"
 
 
+_measurements: list[tuple[str, list[Any]]] = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    if call.when == "call" and item.get_closest_marker("live") and item.user_properties:
+        _measurements.append((item.nodeid, list(item.user_properties)))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Show what live tests measured (record_property), wherever they ran."""
+    if not _measurements:
+        return
+    terminalreporter.section("live measurements")
+    for nodeid, props in _measurements:
+        shown = ", ".join(f"{k}={v}" for k, v in props)
+        terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {shown}")
+
+
 # --- inside the VM: record outcomes for the host ----------------------------------------
 
 _outcomes: dict[str, dict[str, Any]] = {}
