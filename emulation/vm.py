@@ -92,11 +92,13 @@ def _vm_path() -> str:
     return os.pathsep.join(dict.fromkeys(parts))
 
 
-def _write_script(scratch: Path, argv: list[str], cwd: str, env: Mapping[str, str]) -> Path:
+def _write_script(scratch: Path, argv: list[str], cwd: str, env: Mapping[str, str],
+                  marker: bool = True) -> Path:
     lines = ["#!/bin/sh", f"cd {shlex.quote(cwd)} || exit 125"]
     for key, value in env.items():
         lines.append(f"export {key}={shlex.quote(value)}")
-    lines.append(f"echo {STARTED_MARKER}")
+    if marker:  # ends the boot-progress display; a terminal session has none
+        lines.append(f"echo {STARTED_MARKER}")
     lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
     script = scratch / "vm-command.sh"
     script.write_text("\n".join(lines) + "\n")
@@ -187,7 +189,7 @@ def run_in_vm(
     guest_env = {"PATH": _vm_path(), IN_VM_ENV: "1", "HOME": "/root",
                  "PYTHONUNBUFFERED": "1", "TERM": os.environ.get("TERM", "dumb")}
     guest_env.update(env or {})
-    script = _write_script(scratch, argv, cwd, guest_env)
+    script = _write_script(scratch, argv, cwd, guest_env, marker=not interactive)
     cmd = [vng, "--run", str(kernel), "--disable-kvm", "--force-9p", "--user", "root",
            "--memory", memory, "--cpus", str(cpus), "--rwdir", str(scratch)]
     for rw in rwdirs:
