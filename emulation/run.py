@@ -1,6 +1,8 @@
 """``sudo python -m emulation.run [SCENARIO.toml]``: build, run, and talk to an emulation.
 
-1. The scenario is read and checked (default: ``emulation/scenarios/default.toml``).
+1. The scenario is read and checked (default: ``emulation/scenarios/default.toml``), and
+   so is the machine (:mod:`emulation.requirements`): what is missing is named with the
+   exact install commands, or installed with ``--install-missing``.
 2. If this kernel has no mac80211_hwsim, the same command re-executes itself inside the
    QEMU/TCG VM (:mod:`emulation.vm`) with progress shown while it boots; the VM's exit
    code becomes ours and the report comes back through a shared writable directory.
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulation import backends, scenario, vm
+from emulation import backends, requirements, scenario, vm
 from emulation.cli import EmulationCLI, run_timeline
 from emulation.network import EmulationError
 
@@ -45,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="station backend (default: the scenario's, else auto)")
     parser.add_argument("--no-vm", action="store_true",
                         help="never re-execute in the VM (fail if the kernel has no hwsim)")
+    parser.add_argument("--install-missing", action="store_true",
+                        help="install missing Debian/PyPI packages first (apt-get, pip)")
     parser.add_argument("--vm-timeout", type=float, default=3600.0,
                         help="seconds the whole VM run may take (default %(default)s)")
     return parser.parse_args(argv)
@@ -62,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         print("emulation: needs root (network namespaces, kernel modules): "
               f"sudo {sys.executable} -m emulation.run ...", file=sys.stderr)
         return 2
-    if not vm.in_vm() and vm.needs_vm():
+    use_vm = not vm.in_vm() and vm.needs_vm()
+    needs = requirements.missing(vm=use_vm)
+    if needs and args.install_missing:
+        requirements.install(needs)
+        needs = requirements.missing(vm=use_vm)
+    if needs:
+        print(f"emulation: cannot run yet.\n{requirements.explain(needs)}", file=sys.stderr)
+        return 3
+    if use_vm:
         if args.no_vm:
             print("emulation: this kernel has no mac80211_hwsim and --no-vm was given",
                   file=sys.stderr)
@@ -79,6 +91,7 @@ def _rerun_in_vm(args: argparse.Namespace, argv: list[str] | None) -> int:
         report.parent.mkdir(parents=True, exist_ok=True)
         rwdirs.append(str(report.parent))
         forwarded = _replace_report(forwarded, str(report))
+    forwarded = [a for a in forwarded if a != "--install-missing"]
     forwarded[:0] = ["--no-vm"]  # inside, never recurse
     scen_path = Path(args.scenario).resolve()
     forwarded = [str(scen_path) if a == args.scenario else a for a in forwarded]
