@@ -256,6 +256,12 @@ async def test_b_complete_payment_over_wifi_direct(
                               "transfer_completed"])
     cert_latency = steps[3]["latency"]
     total = steps[5]["latency"]
+    joins = [e["elapsed"] for e in events if e["event"] == "group_joined"]
+    visits = [b["t"] - a["t"] for a, b in zip(
+        (e for e in events if e["event"] == "order_sent"),
+        (e for e in events if e["event"] == "vote_received"), strict=False)]
+    record_property("join_s_all", [round(j, 3) for j in joins])
+    record_property("order_to_vote_s", [round(v, 3) for v in visits])
     # The recipient picks the certificate up from the authorities in range.
     await wait_in_range(payee, 1)
     synced = await payee.ctl({"cmd": "sync"}, 400)
