@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulation import backends, requirements, scenario, vm
+from emulation import backends, fastpay, requirements, scenario, vm
 from emulation.cli import EmulationCLI, run_timeline
 from emulation.network import EmulationError
 
@@ -147,9 +147,19 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         report["error"] = str(exc)
         _write_report(args.report, report)
         return 3
+    layer: fastpay.FastPayLayer | None = None
     try:
         net.write_state()
         print(f"emulation: ready in {time.monotonic() - t0:.1f} s", flush=True)
+        # FastPay's layer: one fastpayd per authority/client station (none: plain radios).
+        try:
+            layer = fastpay.attach(net, scen, log=lambda m: print(m, flush=True))
+        except Exception as exc:
+            print(f"emulation: cannot start fastpayd: {exc}", file=sys.stderr)
+            report["error"] = f"fastpayd: {exc}"
+            net.stop()
+            _write_report(args.report, report)
+            return 3
         cli = EmulationCLI(net)
         if args.batch:
             results = run_timeline(cli, scen.timeline, net)
@@ -172,6 +182,8 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         report["error"] = "interrupted"
         ok = False
     finally:
+        if layer is not None:  # daemons stop before their stations
+            report.update(layer.finish(args.report))
         report["seconds"] = round(time.monotonic() - t0, 3)
         net.stop()
     _write_report(args.report, report)

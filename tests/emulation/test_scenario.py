@@ -22,8 +22,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_load_default_scenario_is_valid() -> None:
-    scen = scenario.load(scenario.DEFAULT_SCENARIO)
+def test_load_plain_scenario_is_valid() -> None:
+    scen = scenario.load(scenario.DEFAULT_SCENARIO.with_name("plain.toml"))
     assert [s.name for s in scen.stations] == ["sta1", "sta2", "sta3"]
     assert scen.timeline and scen.timeline == sorted(scen.timeline, key=lambda e: e.at)
 

@@ -1,0 +1,740 @@
+"""FastPay's layer of the emulation: one ``fastpayd`` per authority/client station.
+
+A scenario gives stations a ``role`` ("authority", "client", "plain"); this layer
+
+1. makes the test network's keys with ``fastpayd testnet`` (a process: the emulation never
+   imports the daemon) and writes the committee file (weights from a station's
+   ``weight``, genesis from its ``balance`` or the scenario's ``[fastpay] balance``) and
+   one node file per station with a ``[link] kind = "wifidirect"`` section;
+2. starts every daemon inside its station (``Station.popen``: the station's namespace and
+   ``DBUS_SYSTEM_BUS_ADDRESS``) and waits until its control socket answers and, for an
+   authority, its group (GO) is up;
+3. restarts the mobility/timeline clock, so tracks begin once the payment network is up;
+4. samples who is in whose range (for convergence metrics and track plots);
+5. registers the CLI commands (``discover``, ``mobile_transfer``, ``show_peers``,
+   ``connection_status``, ``balances``, ``wait_payment``, ``receive``, ``expect_balance``,
+   ``expect_in_range``, ``daemon``, ``bare_join``);
+6. stops the daemons (reverse order) before the stations go down, and hands the
+   daemons' ``events.jsonl`` to :mod:`emulation.report`.
+
+It talks to the daemons only through their control sockets (JSON lines; path sockets are
+reachable from every namespace), like the ``fastpay`` CLI does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emulation.cli import CommandFailed, EmulationCLI, register_command
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BALANCE = 1000
+WORK_DIR = Path("/tmp/fastpay-emu")
+
+# TCG is slow: raise the link's timeouts (docs/config.md advises ~30 s requests).
+LINK_DEFAULTS: dict[str, Any] = {
+    "port": 7400,
+    "request_timeout": 30.0,
+    "discovery_window": 8.0,
+    "linger": 1.0,
+    "join_timeout": 90.0,
+}
+
+
+class ControlError(RuntimeError):
+    """A daemon refused a request or could not be reached."""
+
+
+def control_request(path: Path, request: dict[str, Any], timeout: float = 60.0
+                    ) -> dict[str, Any]:
+    """Send one JSON line to a daemon's control socket; return its final answer.
+
+    Progress lines (``{"progress": ...}``) are skipped. Raises OSError/TimeoutError when
+    the daemon is unreachable.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise OSError(f"{path}: connection closed without an answer")
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                answer = json.loads(line)
+                if "progress" not in answer or "ok" in answer:
+                    return dict(answer)
+
+
+def _q(value: str) -> str:
+    return json.dumps(value)  # JSON strings are valid TOML basic strings
+
+
+@dataclass
+class Daemon:
+    """One fastpayd process inside a station."""
+
+    name: str
+    role: str
+    station: Any
+    config: Path
+    socket: Path
+    state_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+
+    def start(self) -> None:
+        """Start the daemon in its station (namespace + the station's bus)."""
+        env = dict(self.station.env(), PYTHONPATH=str(ROOT))
+        with open(self.log, "ab") as out:
+            self.proc = self.station.popen(
+                [sys.executable, "-m", "fastpayd", "--config", str(self.config)],
+                env=env, cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.started_at = time.monotonic()
+        self.ready_at = None
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
+        """Stop the daemon (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def ctl(self, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+        """A control request that must succeed (ControlError otherwise)."""
+        try:
+            answer = control_request(self.socket, request, timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ControlError(f"{self.name}: daemon unreachable: {exc}") from exc
+        if not answer.get("ok"):
+            err = answer.get("error") or {}
+            raise ControlError(f"{self.name}: {err.get('code', '?')}: "
+                               f"{err.get('message', answer)}")
+        return answer
+
+    def tail(self, lines: int = 20) -> str:
+        """The end of the daemon's output."""
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the daemon logged so far (its events.jsonl)."""
+        path = self.state_dir / "events.jsonl"
+        out = []
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+
+@dataclass
+class FastPayLayer:
+    """The payment network on top of a running emulation network."""
+
+    net: Any
+    scenario: Any
+    work: Path = WORK_DIR
+    daemons: dict[str, Daemon] = field(default_factory=dict)
+    quorum: int = 0
+    total_weight: int = 0
+    genesis: dict[str, int] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)  # our own timed records
+    changes: list[dict[str, Any]] = field(default_factory=list)  # topology changes
+    tracks: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    t0: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sampler: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- set-up --
+
+    @property
+    def authorities(self) -> list[str]:
+        """Authority station names, in scenario order."""
+        return [n for n, d in self.daemons.items() if d.role == "authority"]
+
+    @property
+    def clients(self) -> list[str]:
+        """Client station names, in scenario order."""
+        return [n for n, d in self.daemons.items() if d.role == "client"]
+
+    def daemon(self, name: str) -> Daemon:
+        """The daemon of station ``name``."""
+        try:
+            return self.daemons[name]
+        except KeyError:
+            raise CommandFailed(f"{name!r} runs no fastpayd (FastPay stations: "
+                                f"{', '.join(self.daemons)})") from None
+
+    def prepare(self) -> None:
+        """Keys, committee file and node files for every authority/client station."""
+        subprocess.run(["rm", "-rf", str(self.work)], check=True)
+        (self.work / "run").mkdir(parents=True)
+        (self.work / "state").mkdir()
+        settings = dict(self.scenario.extra.get("fastpay", {}))
+        link = dict(LINK_DEFAULTS, **settings.get("link", {}))
+        default_balance = int(settings.get("balance", DEFAULT_BALANCE))
+        committee_id = str(settings.get("committee_id", f"emulation-{self.scenario.seed}"))
+        specs = [s for s in self.scenario.stations if s.role in ("authority", "client")]
+        keys = self._make_keys([s.name for s in specs if s.role == "authority"],
+                               [s.name for s in specs if s.role == "client"])
+        lines = ["# Written by emulation/fastpay.py; see docs/config.md.",
+                 f"committee_id = {_q(committee_id)}", ""]
+        for spec in specs:
+            if spec.role == "authority":
+                weight = int(spec.extra.get("weight", 1))
+                self.total_weight += weight
+                lines += ["[[authorities]]", f"name = {_q(spec.name)}",
+                          f"public_key = {_q(keys[spec.name])}", f"weight = {weight}", ""]
+        for spec in specs:
+            if spec.role == "client":
+                lines += ["[[clients]]", f"name = {_q(spec.name)}",
+                          f"address = {_q(keys[spec.name])}", ""]
+        for spec in specs:
+            if spec.role == "client":
+                balance = int(spec.extra.get("balance", default_balance))
+                self.genesis[spec.name] = balance
+                lines += ["[[genesis]]", f"address = {_q(keys[spec.name])}",
+                          f"balance = {balance}", ""]
+        (self.work / "committee.toml").write_text("\n".join(lines))
+        self.quorum = 2 * self.total_weight // 3 + 1
+        for spec in specs:
+            cfg = self.work / f"{spec.name}.toml"
+            link_lines = [f"{k} = {json.dumps(v)}" for k, v in link.items()]
+            cfg.write_text("\n".join([
+                "# Written by emulation/fastpay.py; see docs/config.md.",
+                "[node]", f"role = {_q(spec.role)}", f"name = {_q(spec.name)}",
+                f"key_file = {_q(spec.name + '.key')}",
+                f"state_dir = {_q('state/' + spec.name)}",
+                f"control_socket = {_q('run/' + spec.name + '.sock')}",
+                'committee_file = "committee.toml"', 'log_level = "info"', "",
+                "[link]", 'kind = "wifidirect"', 'interface = "wlan0"', *link_lines, ""]))
+            self.daemons[spec.name] = Daemon(
+                spec.name, spec.role, self.net.station(spec.name), cfg,
+                self.work / "run" / f"{spec.name}.sock", self.work / "state" / spec.name,
+                self.work / f"{spec.name}.out")
+
+    def _make_keys(self, authorities: list[str], clients: list[str]) -> dict[str, str]:
+        """One ``fastpayd testnet`` process makes every key; return station → public key.
+
+        Its node names (auth0.., client0..) become the stations' names here.
+        """
+        gen = self.work / "testnet"
+        out = subprocess.run(
+            [sys.executable, "-m", "fastpayd", "testnet", "--authorities",
+             str(len(authorities)), "--clients", str(len(clients)), "--out", str(gen)],
+            capture_output=True, text=True, cwd=str(ROOT), timeout=300,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        if out.returncode != 0:
+            raise RuntimeError(f"fastpayd testnet: {(out.stdout + out.stderr).strip()}")
+        made = tomllib.loads((gen / "committee.toml").read_text())
+        public = {a["name"]: a["public_key"] for a in made.get("authorities", [])}
+        public.update({c["name"]: c["address"] for c in made.get("clients", [])})
+        names = {f"auth{i}": n for i, n in enumerate(authorities)}
+        names.update({f"client{j}": n for j, n in enumerate(clients)})
+        keys = {}
+        for generated, station in names.items():
+            shutil.copy2(gen / f"{generated}.key", self.work / f"{station}.key")
+            keys[station] = public[generated]
+        return keys
+
+    def start(self, timeout: float = 300.0) -> None:
+        """Start every daemon and wait until all answer (authorities: GO up)."""
+        for d in self.daemons.values():
+            d.start()
+        deadline = time.monotonic() + timeout
+        for d in self.daemons.values():
+            self.wait_ready(d, deadline - time.monotonic())
+
+    def wait_ready(self, d: Daemon, timeout: float) -> None:
+        """Poll the daemon's control socket until it answers (and its GO is up)."""
+        deadline = time.monotonic() + max(timeout, 1.0)
+        while time.monotonic() < deadline:
+            if not d.alive():
+                raise RuntimeError(f"fastpayd {d.name} exited "
+                                   f"{d.proc.returncode if d.proc else '?'}:\n{d.tail()}")
+            try:
+                status = d.ctl({"cmd": "status"}, 10.0)
+            except ControlError:
+                status = None
+            if status is not None:
+                group = (status.get("link") or {}).get("group")
+                if d.role != "authority" or group:
+                    d.ready_at = time.monotonic()
+                    return
+            time.sleep(0.3)  # polling the control socket: the daemon announces nothing else
+        raise RuntimeError(f"fastpayd {d.name} not ready within {timeout:.0f} s:\n{d.tail()}")
+
+    def restart_clock(self) -> None:
+        """Start mobility and timeline time now that the payment network is up.
+
+        The platform starts that clock once the stations are up; daemons take tens of
+        seconds more under TCG, and a client must not walk its route before they answer.
+        """
+        with self.net._lock:
+            self.net._t0 = time.monotonic()
+        self.t0 = self.net._t0
+
+    def start_sampler(self, period: float = 0.5) -> None:
+        """Record positions and client–authority range changes every ``period`` s."""
+        self._sampler = threading.Thread(target=self._sample, args=(period,),
+                                         name="fastpay-sampler", daemon=True)
+        self._sampler.start()
+
+    def in_range_pairs(self) -> set[tuple[str, str]]:
+        """(client, authority) pairs whose radios reach each other now."""
+        pos = self.net.positions()
+        out = set()
+        for c in self.clients:
+            for a in self.authorities:
+                (x1, y1), (x2, y2) = pos[c], pos[a]
+                d = math.hypot(x1 - x2, y1 - y2)
+                rc = self.net.station(c).spec.range
+                ra = self.net.station(a).spec.range
+                if d <= min(rc, ra):  # both directions: discovery needs replies
+                    out.add((c, a))
+        return out
+
+    def _sample(self, period: float) -> None:
+        previous: set[tuple[str, str]] | None = None
+        while not self._stop.wait(period):
+            if not self.net.running:
+                return
+            now = time.monotonic()
+            with self._lock:
+                for name, (x, y) in self.net.positions().items():
+                    self.tracks.setdefault(name, []).append((now, x, y))
+                pairs = self.in_range_pairs()
+                if previous is not None:
+                    for c, a in sorted(pairs - previous):
+                        self.changes.append({"t": now, "client": c, "authority": a,
+                                             "change": "in"})
+                    for c, a in sorted(previous - pairs):
+                        self.changes.append({"t": now, "client": c, "authority": a,
+                                             "change": "out"})
+                else:
+                    for c, a in sorted(pairs):
+                        self.changes.append({"t": now, "client": c, "authority": a,
+                                             "change": "initial"})
+                previous = pairs
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Keep a timed record of something the layer did (e.g. a recipient credited)."""
+        with self._lock:
+            self.records.append({"t": time.monotonic(), "event": kind, **fields})
+
+    def stop(self) -> None:
+        """Stop the sampler and every daemon, in reverse order."""
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join(5)
+        for d in reversed(list(self.daemons.values())):
+            with contextlib.suppress(Exception):
+                d.stop()
+
+    def all_events(self) -> dict[str, list[dict[str, Any]]]:
+        """Every daemon's events (read from the events.jsonl files)."""
+        return {name: d.events() for name, d in self.daemons.items()}
+
+    def finish(self, report_path: str | None) -> dict[str, Any]:
+        """Stop the daemons, compute the metrics; with a report path, keep the events
+        next to it and draw the plots. Prints the metrics table."""
+        from emulation import report
+
+        topology = {n: {"role": s.spec.role, "position": list(s.position),
+                        "range": s.spec.range} for n, s in self.net.stations.items()}
+        self.stop()
+        events = self.all_events()
+        weights = {a: int(self.net.station(a).spec.extra.get("weight", 1))
+                   for a in self.authorities}
+        metrics = report.compute(events, clients=self.clients, authorities=self.authorities,
+                                 weights=weights, quorum=self.quorum, records=self.records,
+                                 changes=self.changes)
+        out: dict[str, Any] = {"fastpay": {
+            "metrics": metrics, "genesis": self.genesis, "records": self.records,
+            "topology_changes": [dict(c, t=round(c["t"] - self.t0, 3)) for c in self.changes],
+            "daemons": {n: {"role": d.role, "exit": d.proc.returncode if d.proc else None}
+                        for n, d in self.daemons.items()}}}
+        out.update({k: metrics[k] for k in (
+            "discovery_time_s", "connection_time_s", "payment_latency_s", "completion_rate",
+            "delivery_success_rate", "convergence_time_s", "bare_join_s")})
+        if report_path:
+            path = Path(report_path)
+            keep = path.with_name(path.stem + "-events")
+            keep.mkdir(parents=True, exist_ok=True)
+            for name, d in self.daemons.items():
+                src = d.state_dir / "events.jsonl"
+                if src.exists():
+                    (keep / name).mkdir(exist_ok=True)
+                    shutil.copy2(src, keep / name / "events.jsonl")
+            (keep / "layer.json").write_text(json.dumps(
+                {"records": self.records, "changes": self.changes, "t0": self.t0,
+                 "quorum": self.quorum, "weights": weights, "clients": self.clients,
+                 "authorities": self.authorities}, indent=1))
+            try:
+                out["fastpay"]["plots"] = report.plot(path, metrics, topology, self.tracks)
+            except Exception as exc:  # a plot must not cost the run its report
+                out["fastpay"]["plots_error"] = f"{type(exc).__name__}: {exc}"
+        report.print_table(metrics)
+        return out
+
+    # -- queries shared by commands and tests --
+
+    def peers(self, name: str) -> list[dict[str, Any]]:
+        """The daemon's peer table (``fastpay peers``)."""
+        return list(self.daemon(name).ctl({"cmd": "peers"}).get("peers", []))
+
+    def in_range(self, name: str) -> dict[str, Any]:
+        """Authorities the client daemon has in range now: name → level (dBm)."""
+        return {p["name"]: p.get("level") for p in self.peers(name) if p.get("in_range")}
+
+    def balance_at(self, authority: str, account: str) -> int:
+        """An account's balance as one authority sees it."""
+        a = self.daemon(authority).ctl({"cmd": "balance", "account": account})
+        if "balance" in a:
+            return int(a["balance"])
+        return int(a["accounts"][0]["balance"])
+
+    def balances(self) -> dict[str, dict[str, int | None]]:
+        """{account: {authority or 'own': balance}} for every client account."""
+        out: dict[str, dict[str, int | None]] = {}
+        for c in self.clients:
+            row: dict[str, int | None] = {}
+            for a in self.authorities:
+                try:
+                    row[a] = self.balance_at(a, c)
+                except ControlError:
+                    row[a] = None
+            try:
+                row["own"] = int(self.daemon(c).ctl({"cmd": "balance"})["balance"])
+            except ControlError:
+                row["own"] = None
+            out[c] = row
+        return out
+
+    def transfer(self, sender: str, recipient: str, amount: int) -> dict[str, Any]:
+        """Stage a mobile transfer; the sender's daemon drives it in the background."""
+        if self.daemon(sender).role != "client" or self.daemon(recipient).role != "client":
+            raise CommandFailed("mobile_transfer: sender and recipient must be clients")
+        answer = self.daemon(sender).ctl({"cmd": "transfer", "recipient": recipient,
+                                          "amount": amount}, 120.0)
+        self.record("transfer_requested", sender=sender, recipient=recipient, amount=amount,
+                    sequence_number=answer.get("sequence_number"))
+        return answer
+
+    def progress(self, name: str) -> dict[str, Any]:
+        """The client's latest transfer (``fastpay progress``)."""
+        return self.daemon(name).ctl({"cmd": "progress"})
+
+    def wait_payment(self, sender: str, timeout: float) -> dict[str, Any]:
+        """Wait until the sender's latest transfer is complete (every authority confirmed)."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if self.net.failed.is_set():
+                raise CommandFailed(f"the emulation has stopped: {self.net.error}")
+            last = self.progress(sender).get("transfer") or {}
+            if last.get("state") == "complete":
+                return last
+            time.sleep(0.5)  # the daemon's progress changes at most a few times a minute
+        raise CommandFailed(f"{sender}: transfer not complete after {timeout:g} s: "
+                            f"{_short_progress(last)}")
+
+    def receive(self, recipient: str, expect: int | None, timeout: float) -> dict[str, Any]:
+        """Sync the recipient with authorities in range until its balance reaches ``expect``."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if self.net.failed.is_set():
+                raise CommandFailed(f"the emulation has stopped: {self.net.error}")
+            if self.in_range(recipient):
+                last = self.daemon(recipient).ctl(
+                    {"cmd": "sync"}, max(30.0, deadline - time.monotonic()))
+                if last.get("credited"):
+                    self.record("recipient_credited", recipient=recipient,
+                                credited=last["credited"], balance=last["balance"],
+                                via=last.get("reached"))
+                if expect is None or last.get("balance") == expect:
+                    return last
+                # Each sync joins a group: give the radio (and TCG's CPU) a rest.
+                time.sleep(5.0)
+            time.sleep(1.0)  # wait for an authority (or a confirmation) to come in range
+        raise CommandFailed(f"{recipient}: balance {last.get('balance')} (want {expect}) "
+                            f"after {timeout:g} s")
+
+    def bare_join(self, go: str, joiner: str, timeout: float = 120.0) -> float:
+        """Time a bare P2P join (wpa_cli, no FastPay) of ``joiner`` to a GO on ``go``.
+
+        ``go`` starts an autonomous group and accepts a WPS PIN; ``joiner`` finds it and
+        joins. Measured from ``p2p_connect ... join`` to ``wpa_state=COMPLETED``, which is
+        what fastpayd's ``group_joined.elapsed`` measures for its own joins.
+        """
+        pin = "12345670"
+        g, j = self.net.station(go), self.net.station(joiner)
+        _wpa(g, "p2p_group_add", "freq=2437")
+        deadline = time.monotonic() + timeout
+        while "wpa_state=COMPLETED" not in _wpa(g, "status", dev=False):
+            _deadline(deadline, f"{go}: GO not up")
+            time.sleep(0.2)
+        _wpa(g, "wps_pin", "any", pin, dev=False)
+        _wpa(j, "p2p_find")
+        while g.p2p_device_address not in _wpa(j, "p2p_peers", check=False):
+            _deadline(deadline, f"{joiner} did not find {go}")
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        _wpa(j, "p2p_connect", g.p2p_device_address, pin, "join")
+        while "wpa_state=COMPLETED" not in _wpa(j, "status", dev=False):
+            _deadline(deadline, f"{joiner} did not join {go}'s group")
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        self.record("bare_join", go=go, joiner=joiner, seconds=elapsed)
+        for st in (j, g):
+            _wpa(st, "p2p_group_remove", "wlan0", check=False)
+            _wpa(st, "p2p_stop_find", check=False)
+        return elapsed
+
+
+def _deadline(deadline: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        raise CommandFailed(f"bare_join: {what} in time")
+
+
+def _wpa(station: Any, *args: str, dev: bool = True, check: bool = True) -> str:
+    iface = f"p2p-dev-{station.iface}" if dev else station.iface
+    result = station.run(["wpa_cli", "-p", str(station.ctrl_dir), "-i", iface, *args],
+                         timeout=30)
+    out = result.stdout
+    if check and (result.returncode != 0 or out.strip().startswith("FAIL")):
+        raise CommandFailed(f"{station.name}: wpa_cli {shlex.join(args)}: "
+                            f"{(out + result.stderr).strip()}")
+    return out
+
+
+def _short_progress(p: dict[str, Any]) -> str:
+    if not p:
+        return "no transfer"
+    return (f"state {p.get('state')}, weight {p.get('weight')}/{p.get('quorum')}, "
+            f"confirmed {p.get('confirmed')}")
+
+
+def attach(net: Any, scenario: Any, log: Any = print) -> FastPayLayer | None:
+    """Start the payment network if the scenario has authority/client stations."""
+    if not any(s.role in ("authority", "client") for s in scenario.stations):
+        return None
+    layer = FastPayLayer(net, scenario)
+    net.fastpay = layer
+    t = time.monotonic()
+    layer.prepare()
+    log(f"emulation: starting fastpayd on {len(layer.daemons)} station(s) "
+        f"({len(layer.authorities)} authorities, quorum {layer.quorum}) ...")
+    try:
+        layer.start()
+    except Exception:
+        layer.stop()
+        raise
+    log(f"emulation: fastpayd ready in {time.monotonic() - t:.1f} s")
+    layer.restart_clock()
+    layer.start_sampler()
+    return layer
+
+
+# -- CLI commands -----------------------------------------------------------------------
+
+
+def _layer(cli: EmulationCLI) -> FastPayLayer:
+    layer = getattr(cli.net, "fastpay", None)
+    if layer is None:
+        raise CommandFailed("no FastPay network in this scenario (no authority/client roles)")
+    return layer
+
+
+def _args(line: str, usage: str, low: int, high: int) -> list[str]:
+    parts = line.split()
+    if not low <= len(parts) <= high:
+        raise CommandFailed(f"usage: {usage}")
+    return parts
+
+
+@register_command("discover")
+def discover(cli: EmulationCLI, line: str) -> None:
+    """discover [NODE...]: authorities each client's daemon has in range (signal, dBm),
+    and the FastPay stations each node's radio reaches (the medium's view)."""
+    layer = _layer(cli)
+    names = line.split() or layer.clients
+    links = {(k["from"], k["to"]): k for k in cli.net.links()}
+    for name in names:
+        d = layer.daemon(name)
+        if d.role == "client":
+            table = layer.in_range(name)
+            shown = ", ".join(f"{a} ({lvl} dBm)" for a, lvl in sorted(table.items())) or "none"
+            cli.say(f"{name}: authorities in range (discovered): {shown}")
+        reach = [f"{o} ({links[(o, name)]['signal']} dBm)" for o in layer.daemons
+                 if o != name and links.get((o, name), {}).get("in_range")
+                 and links.get((name, o), {}).get("in_range")]
+        cli.say(f"{name}: FastPay stations in radio range: {', '.join(reach) or 'none'}")
+
+
+@register_command("expect_in_range")
+def expect_in_range(cli: EmulationCLI, line: str) -> bool:
+    """expect_in_range CLIENT [AUTHORITY...]: succeed if the client's daemon has exactly
+    these authorities in range (none given: exactly none)."""
+    parts = _args(line, "expect_in_range CLIENT [AUTHORITY...]", 1, 64)
+    got = sorted(_layer(cli).in_range(parts[0]))
+    if got != sorted(parts[1:]):
+        cli.say(f"*** {parts[0]} has {got or 'none'} in range, want {sorted(parts[1:])}")
+        return False
+    cli.say(f"ok: {parts[0]} has {got or 'none'} in range")
+    return True
+
+
+@register_command("mobile_transfer")
+def mobile_transfer(cli: EmulationCLI, line: str) -> None:
+    """mobile_transfer SENDER RECIPIENT AMOUNT: stage a transfer; the sender's daemon
+    visits authorities as they come into range (see wait_payment, progress)."""
+    sender, recipient, amount = _args(line, "mobile_transfer SENDER RECIPIENT AMOUNT", 3, 3)
+    a = _layer(cli).transfer(sender, recipient, int(amount))
+    cli.say(f"{sender}: transfer #{a.get('sequence_number')} of {amount} to {recipient} "
+            f"staged ({a.get('state')}, quorum {a.get('quorum')})")
+
+
+@register_command("progress")
+def progress(cli: EmulationCLI, line: str) -> None:
+    """progress CLIENT: the client's latest transfer (votes, certificate, confirmations)."""
+    (name,) = _args(line, "progress CLIENT", 1, 1)
+    p = _layer(cli).progress(name)
+    cli.say(f"{name}: {_short_progress(p.get('transfer') or {})}; "
+            f"in range {p.get('in_range')}")
+
+
+@register_command("wait_payment")
+def wait_payment(cli: EmulationCLI, line: str) -> None:
+    """wait_payment SENDER [TIMEOUT]: wait until the sender's latest transfer is complete
+    (certificate formed, every authority confirmed); fail after TIMEOUT s (600)."""
+    parts = _args(line, "wait_payment SENDER [TIMEOUT]", 1, 2)
+    p = _layer(cli).wait_payment(parts[0], float(parts[1]) if len(parts) > 1 else 600.0)
+    cli.say(f"{parts[0]}: transfer #{p.get('sequence_number')} complete, "
+            f"confirmed by {p.get('confirmed')}")
+
+
+@register_command("receive")
+def receive(cli: EmulationCLI, line: str) -> None:
+    """receive RECIPIENT [BALANCE [TIMEOUT]]: sync the recipient with the authorities in
+    its range (until its balance is BALANCE; fail after TIMEOUT s, default 300)."""
+    parts = _args(line, "receive RECIPIENT [BALANCE [TIMEOUT]]", 1, 3)
+    want = int(parts[1]) if len(parts) > 1 else None
+    a = _layer(cli).receive(parts[0], want, float(parts[2]) if len(parts) > 2 else 300.0)
+    cli.say(f"{parts[0]}: balance {a.get('balance')} (credited {a.get('credited')} via "
+            f"{a.get('reached')})")
+
+
+@register_command("show_peers")
+def show_peers(cli: EmulationCLI, line: str) -> None:
+    """show_peers NODE: the daemon's peer table (in range, P2P address, signal, last error)."""
+    (name,) = _args(line, "show_peers NODE", 1, 1)
+    rows = _layer(cli).peers(name)
+    if not rows:
+        cli.say(f"{name}: no peers")
+    for p in rows:
+        cli.say(f"{p.get('name', '?'):10} {'in range' if p.get('in_range') else 'gone':9} "
+                f"{p.get('address') or '-':18} {str(p.get('level')):>5} dBm  "
+                f"seen {p.get('seen_ago')} s ago  connected={p.get('connected')}"
+                + (f"  error: {p['last_error']}" if p.get("last_error") else ""))
+
+
+@register_command("connection_status")
+def connection_status(cli: EmulationCLI, line: str) -> None:
+    """connection_status NODE: the daemon's link state (group, members, counters)."""
+    (name,) = _args(line, "connection_status NODE", 1, 1)
+    status = _layer(cli).daemon(name).ctl({"cmd": "status"})
+    link = status.get("link") or {}
+    cli.say(f"{name}: link {link.get('kind')} group {json.dumps(link.get('group'))}")
+    cli.say(f"{name}: in range {link.get('in_range')}")
+    counters = {k: link.get(k, status.get(k)) for k in
+                ("discovery_rounds", "joins", "join_failures")}
+    cli.say(f"{name}: {json.dumps(counters)}")
+    if status.get("transfer"):
+        cli.say(f"{name}: transfer {_short_progress(status['transfer'])}")
+
+
+@register_command("balances")
+def balances(cli: EmulationCLI, line: str) -> None:
+    """balances: every client's balance at every authority, and as the client sees it."""
+    layer = _layer(cli)
+    table = layer.balances()
+    cli.say(f"{'account':10} " + " ".join(f"{a:>8}" for a in layer.authorities) + "      own")
+    for account, row in table.items():
+        cli.say(f"{account:10} " + " ".join(f"{str(row[a]):>8}" for a in layer.authorities)
+                + f" {str(row['own']):>8}")
+
+
+@register_command("expect_balance")
+def expect_balance(cli: EmulationCLI, line: str) -> bool:
+    """expect_balance ACCOUNT AMOUNT: succeed if every authority and the client itself
+    hold AMOUNT for ACCOUNT."""
+    account, amount = _args(line, "expect_balance ACCOUNT AMOUNT", 2, 2)
+    row = _layer(cli).balances().get(account)
+    if row is None:
+        raise CommandFailed(f"no client account {account!r}")
+    wrong = {k: v for k, v in row.items() if v != int(amount)}
+    if wrong:
+        cli.say(f"*** {account}: {wrong} (want {amount} everywhere)")
+        return False
+    cli.say(f"ok: {account} has {amount} at {', '.join(row)}")
+    return True
+
+
+@register_command("daemon")
+def daemon_cmd(cli: EmulationCLI, line: str) -> None:
+    """daemon stop|start|kill NODE: stop (SIGTERM), kill (SIGKILL) or restart a fastpayd."""
+    action, name = _args(line, "daemon stop|start|kill NODE", 2, 2)
+    layer = _layer(cli)
+    d = layer.daemon(name)
+    if action in ("stop", "kill"):
+        d.stop(signal.SIGTERM if action == "stop" else signal.SIGKILL)
+        layer.record("daemon_stopped", node=name)
+    elif action == "start":
+        d.start()
+        layer.wait_ready(d, 300.0)
+        layer.record("daemon_started", node=name)
+    else:
+        raise CommandFailed("usage: daemon stop|start|kill NODE")
+    cli.say(f"{name}: {action} done")
+
+
+@register_command("bare_join")
+def bare_join(cli: EmulationCLI, line: str) -> None:
+    """bare_join GO JOINER: time a plain P2P group join (wpa_cli, no FastPay) between two
+    plain stations, for comparison with fastpayd's joins (goes into the report)."""
+    go, joiner = _args(line, "bare_join GO JOINER", 2, 2)
+    seconds = _layer(cli).bare_join(go, joiner)
+    cli.say(f"bare join {joiner} -> {go}: {seconds:.2f} s")

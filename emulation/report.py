@@ -1,0 +1,286 @@
+"""Metrics, plots and the end-of-run table of a FastPay emulation run.
+
+Everything here is computed from recorded data — the daemons' ``events.jsonl`` lines
+(monotonic ``t``; one clock for every namespace of the machine), the FastPay layer's own
+timed records (recipient credited, bare join) and its samples of who was in whose range —
+so it is unit-tested on recorded events without radios (``tests/emulation/test_report.py``).
+
+Metrics (seconds unless named otherwise):
+
+* ``discovery_time_s`` — per client: the daemon's ``link_up`` → its first
+  ``authority_discovered`` (with ``sd_seconds``, the service-discovery part, per authority).
+* ``connection_time_s`` — every ``group_joined.elapsed`` (join of an authority's group).
+* ``payment_latency_s`` — per transfer, from ``transfer_started``: ``certificate`` (the
+  ``certificate_formed``), ``quorum_confirmed`` (the confirmation that brought the
+  confirmed weight to a quorum), ``completed`` (every authority confirmed) and
+  ``credited`` (the recipient's balance showed the payment); each with p50 and p95.
+* ``completion_rate`` — completed / started transfers; ``delivery_success_rate`` —
+  credited recipients / completed transfers.
+* ``convergence_time_s`` — after each topology change between a client and an
+  authority (the radios come into or leave each other's range), until the client's
+  daemon reflects it (``authority_in_range`` / ``authority_out_of_range``).
+* ``bare_join_s`` — a plain P2P join between two plain stations (wpa_cli), same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+Events = dict[str, list[dict[str, Any]]]
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (0..100) with linear interpolation; None for no values."""
+    xs = sorted(values)
+    if not xs:
+        return None
+    k = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """{values, n, p50, p95, min, max} rounded to milliseconds."""
+    vals = [round(v, 3) for v in values]
+    p50, p95 = percentile(vals, 50), percentile(vals, 95)
+    return {"n": len(vals), "p50": None if p50 is None else round(p50, 3),
+            "p95": None if p95 is None else round(p95, 3),
+            "min": min(vals) if vals else None, "max": max(vals) if vals else None,
+            "values": vals}
+
+
+def _named(events: list[dict[str, Any]], name: str, **match: Any) -> list[dict[str, Any]]:
+    return [e for e in events if e.get("event") == name
+            and all(e.get(k) == v for k, v in match.items())]
+
+
+def discovery_times(events: Events, clients: list[str]) -> dict[str, Any]:
+    """Per client: link_up → first authority_discovered; plus service-discovery seconds."""
+    firsts, sd = [], []
+    per_client = {}
+    for c in clients:
+        ev = events.get(c, [])
+        up = _named(ev, "link_up")
+        found = _named(ev, "authority_discovered")
+        sd += [float(e["sd_seconds"]) for e in found if e.get("sd_seconds") is not None]
+        if up and found:
+            first = min(e["t"] for e in found if e["t"] >= up[0]["t"]) - up[0]["t"] \
+                if any(e["t"] >= up[0]["t"] for e in found) else None
+            if first is not None:
+                firsts.append(first)
+                per_client[c] = round(first, 3)
+    out = summary(firsts)
+    out["per_client"] = per_client
+    out["service_discovery_s"] = summary(sd)
+    return out
+
+
+def connection_times(events: Events, clients: list[str]) -> dict[str, Any]:
+    """Every client join of an authority's group (``group_joined.elapsed``)."""
+    joins = [float(e["elapsed"]) for c in clients for e in _named(events.get(c, []),
+                                                                   "group_joined")
+             if e.get("elapsed") is not None]
+    out = summary(joins)
+    out["failures"] = sum(len(_named(events.get(c, []), "join_failed")) for c in clients)
+    return out
+
+
+def transfers(events: Events, clients: list[str], weights: dict[str, int], quorum: int,
+              records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per transfer started by a client: stage times from ``transfer_started``."""
+    rows = []
+    credits = [r for r in records if r.get("event") == "recipient_credited"]
+    for c in clients:
+        ev = sorted(events.get(c, []), key=lambda e: e["t"])
+        starts: dict[int, dict[str, Any]] = {}
+        for e in _named(ev, "transfer_started"):
+            starts.setdefault(int(e["sequence_number"]), e)  # a resume keeps the first
+        for seq, start in sorted(starts.items()):
+            t0 = start["t"]
+            row: dict[str, Any] = {"sender": c, "recipient": start.get("recipient"),
+                                   "amount": start.get("amount"), "sequence_number": seq,
+                                   "certificate": None, "quorum_confirmed": None,
+                                   "completed": None, "credited": None, "votes": []}
+            row["votes"] = [e["authority"] for e in _named(ev, "vote_received",
+                                                           sequence_number=seq)]
+            cert = _named(ev, "certificate_formed", sequence_number=seq)
+            if cert:
+                row["certificate"] = round(cert[0]["t"] - t0, 3)
+            weight, confirmed = 0, []
+            for e in _named(ev, "confirmation_delivered", sequence_number=seq):
+                if e["authority"] in confirmed:
+                    continue
+                confirmed.append(e["authority"])
+                weight += weights.get(e["authority"], 1)
+                if weight >= quorum and row["quorum_confirmed"] is None:
+                    row["quorum_confirmed"] = round(e["t"] - t0, 3)
+            row["confirmed"] = confirmed
+            done = _named(ev, "transfer_completed", sequence_number=seq)
+            if done:
+                row["completed"] = round(done[0]["t"] - t0, 3)
+            if cert:
+                credit = next((r for r in credits if r["recipient"] == row["recipient"]
+                               and r["t"] >= cert[0]["t"]), None)
+                if credit is not None:
+                    credits.remove(credit)  # one credit pays one transfer
+                    row["credited"] = round(credit["t"] - t0, 3)
+            rows.append(row)
+    return rows
+
+
+def convergence_times(events: Events, changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Topology change (radios in/out of range) → the client daemon's table follows."""
+    ins, outs, missed = [], [], 0
+    for ch in changes:
+        if ch["change"] not in ("in", "out"):
+            continue
+        name = "authority_in_range" if ch["change"] == "in" else "authority_out_of_range"
+        nxt = next((e for e in sorted(events.get(ch["client"], []), key=lambda e: e["t"])
+                    if e.get("event") == name and e.get("authority") == ch["authority"]
+                    and e["t"] >= ch["t"]), None)
+        # A later opposite change first means the daemon never saw this one: a miss.
+        back = next((c for c in changes if c["client"] == ch["client"]
+                     and c["authority"] == ch["authority"] and c["t"] > ch["t"]), None)
+        if nxt is None or (back is not None and nxt["t"] > back["t"]):
+            missed += 1
+            continue
+        (ins if ch["change"] == "in" else outs).append(nxt["t"] - ch["t"])
+    out = summary(ins + outs)
+    out["into_range"] = summary(ins)
+    out["out_of_range"] = summary(outs)
+    out["not_followed"] = missed
+    return out
+
+
+def compute(events: Events, *, clients: list[str], authorities: list[str],
+            weights: dict[str, int] | None = None, quorum: int | None = None,
+            records: list[dict[str, Any]] | None = None,
+            changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every metric of the run (see the module docstring)."""
+    weights = weights or dict.fromkeys(authorities, 1)
+    total = sum(weights.values())
+    quorum = quorum or 2 * total // 3 + 1
+    records = records or []
+    rows = transfers(events, clients, weights, quorum, records)
+    completed = [r for r in rows if r["completed"] is not None]
+    credited = [r for r in completed if r["credited"] is not None]
+    bare = [float(r["seconds"]) for r in records if r.get("event") == "bare_join"]
+    return {
+        "discovery_time_s": discovery_times(events, clients),
+        "connection_time_s": connection_times(events, clients),
+        "payment_latency_s": {
+            stage: summary([r[stage] for r in rows if r[stage] is not None])
+            for stage in ("certificate", "quorum_confirmed", "completed", "credited")},
+        "transfers": rows,
+        "transfers_started": len(rows),
+        "completion_rate": round(len(completed) / len(rows), 3) if rows else None,
+        "delivery_success_rate": round(len(credited) / len(completed), 3)
+        if completed else None,
+        "convergence_time_s": convergence_times(events, changes or []),
+        "bare_join_s": round(bare[0], 3) if bare else None,
+        "quorum": quorum,
+    }
+
+
+def table(metrics: dict[str, Any]) -> Any:
+    """A rich Table of the headline metrics."""
+    from rich.table import Table
+
+    t = Table(title="FastPay over WiFi Direct — run metrics")
+    t.add_column("metric")
+    t.add_column("n", justify="right")
+    t.add_column("p50 (s)", justify="right")
+    t.add_column("p95 (s)", justify="right")
+
+    def row(label: str, s: dict[str, Any]) -> None:
+        fmt = (lambda v: "-" if v is None else f"{v:.2f}")  # noqa: E731
+        t.add_row(label, str(s["n"]), fmt(s["p50"]), fmt(s["p95"]))
+
+    row("discovery (link up → first authority)", metrics["discovery_time_s"])
+    row("connection (group join)", metrics["connection_time_s"])
+    for stage, s in metrics["payment_latency_s"].items():
+        row(f"payment: transfer → {stage.replace('_', ' ')}", s)
+    row("convergence after topology change", metrics["convergence_time_s"])
+    bare = metrics["bare_join_s"]
+    t.add_row("bare P2P join (wpa_cli)", "1" if bare is not None else "0",
+              "-" if bare is None else f"{bare:.2f}", "")
+    t.add_row("completion rate", str(metrics["transfers_started"]),
+              str(metrics["completion_rate"]), "")
+    t.add_row("delivery success rate", "", str(metrics["delivery_success_rate"]), "")
+    return t
+
+
+def print_table(metrics: dict[str, Any]) -> None:
+    """Print the metrics table on stdout."""
+    from rich.console import Console
+
+    Console(width=100).print(table(metrics))
+
+
+def plot(report_path: Path, metrics: dict[str, Any], topology: dict[str, Any],
+         tracks: dict[str, list[tuple[float, float, float]]]) -> list[str]:
+    """Write ``<report>-topology.png`` and ``<report>-latency.png``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    stem = report_path.with_suffix("")
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 6))
+    colours = {"authority": "tab:red", "client": "tab:blue", "plain": "tab:gray"}
+    for name, st in topology.items():
+        x, y = st["position"]
+        c = colours.get(st["role"], "k")
+        if st["role"] == "authority":
+            ax.add_patch(Circle((x, y), st["range"], color=c, alpha=0.08))
+            ax.add_patch(Circle((x, y), st["range"], color=c, fill=False, lw=0.8))
+        track = tracks.get(name, [])
+        if len({(px, py) for _, px, py in track}) > 1:
+            ax.plot([p[1] for p in track], [p[2] for p in track], "-", color=c, lw=1,
+                    alpha=0.7)
+            ax.plot(track[0][1], track[0][2], "o", color=c, mfc="white")
+        ax.plot(x, y, "^" if st["role"] == "authority" else "o", color=c)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_aspect("equal")
+    ax.autoscale_view()
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title("Topology: authority ranges (red), client tracks (blue)")
+    path = f"{stem}-topology.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    series = dict(metrics["payment_latency_s"])
+    series["group join"] = metrics["connection_time_s"]
+    for label, s in series.items():
+        vals = sorted(s["values"])
+        if vals:
+            ys = [(i + 1) / len(vals) for i in range(len(vals))]
+            ax.step(vals, ys, where="post", label=f"{label} (n={len(vals)})")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("CDF")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("Latency distributions")
+    path = f"{stem}-latency.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def load_events(state_root: Path) -> Events:
+    """Read ``<state_root>/<node>/events.jsonl`` for every node."""
+    out: Events = {}
+    for path in sorted(state_root.glob("*/events.jsonl")):
+        out[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines()
+                                 if line.strip()]
+    return out

@@ -1,0 +1,124 @@
+"""FastPay's emulation layer on the host: generated network files, control client, the
+default scenario's geometry (no radios: the live tests run the daemons)."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from emulation import fastpay, scenario
+from emulation.cli import EmulationCLI
+
+
+def _layer(tmp_path: Path, scen: scenario.Scenario) -> fastpay.FastPayLayer:
+    net = SimpleNamespace(station=lambda n: SimpleNamespace(spec=scen.station(n)))
+    return fastpay.FastPayLayer(net, scen, work=tmp_path / "fp")
+
+
+def test_prepare_writes_committee_and_wifidirect_configs(tmp_path: Path) -> None:
+    scen = scenario.load(scenario.DEFAULT_SCENARIO)
+    layer = _layer(tmp_path, scen)
+    layer.prepare()
+    assert layer.authorities == ["auth0", "auth1", "auth2", "auth3"]
+    assert layer.clients == ["client0", "client1"]
+    assert layer.quorum == 3 and layer.genesis == {"client0": 1000, "client1": 1000}
+    committee = tomllib.loads((tmp_path / "fp" / "committee.toml").read_text())
+    assert [a["name"] for a in committee["authorities"]] == layer.authorities
+    assert len({a["public_key"] for a in committee["authorities"]}) == 4
+    assert [g["balance"] for g in committee["genesis"]] == [1000, 1000]
+    node = tomllib.loads((tmp_path / "fp" / "client0.toml").read_text())
+    assert node["node"] == {**node["node"], "role": "client", "name": "client0"}
+    assert node["link"]["kind"] == "wifidirect" and node["link"]["interface"] == "wlan0"
+    assert node["link"]["join_timeout"] == 45.0  # the scenario's [fastpay] link wins
+    assert (tmp_path / "fp" / "client0.key").stat().st_mode & 0o077 == 0
+
+
+def test_prepare_uses_station_weight_and_balance(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("""
+        [[stations]]
+        name = "a"
+        role = "authority"
+        weight = 3
+        [[stations]]
+        name = "b"
+        role = "authority"
+        [[stations]]
+        name = "c"
+        role = "client"
+        balance = 7
+    """)
+    layer = _layer(tmp_path, scenario.load(path))
+    layer.prepare()
+    committee = tomllib.loads((tmp_path / "fp" / "committee.toml").read_text())
+    assert [a["weight"] for a in committee["authorities"]] == [3, 1]
+    assert layer.quorum == 3 and layer.genesis == {"c": 7}
+
+
+def test_control_request_skips_progress_lines(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    seen: list[dict[str, object]] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            seen.append(json.loads(conn.makefile().readline()))
+            conn.sendall(b'{"progress": {"step": "x"}}\n{"ok": true, "balance": 5}\n')
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    assert fastpay.control_request(path, {"cmd": "balance"}, 5) == {"ok": True, "balance": 5}
+    thread.join()
+    server.close()
+    assert seen == [{"cmd": "balance"}]
+
+
+def test_daemon_ctl_raises_on_refusal_and_absence(tmp_path: Path) -> None:
+    d = fastpay.Daemon("x", "client", None, tmp_path / "x.toml", tmp_path / "none.sock",
+                       tmp_path, tmp_path / "x.out")
+    with pytest.raises(fastpay.ControlError, match="unreachable"):
+        d.ctl({"cmd": "status"}, 1)
+
+
+def test_default_scenario_no_route_point_reaches_a_quorum() -> None:
+    scen = scenario.load(scenario.DEFAULT_SCENARIO)
+    auths = [s for s in scen.stations if s.role == "authority"]
+    client = scen.station("client0")
+    points = [(0.0, *client.position)] + [tuple(p) for p in client.mobility["points"]]
+    reached: set[str] = set()
+    for (_, x1, y1), (_, x2, y2) in zip(points, points[1:], strict=False):
+        for i in range(101):  # every metre or so along each leg
+            x, y = x1 + (x2 - x1) * i / 100, y1 + (y2 - y1) * i / 100
+            near = {a.name for a in auths
+                    if math.hypot(x - a.position[0], y - a.position[1])
+                    <= min(a.range, client.range)}
+            assert len(near) < 3, (x, y, near)
+            reached |= near
+    assert reached == {a.name for a in auths}  # but the route passes all four
+    receiver = scen.station("client1")
+    near = [a.name for a in auths if math.dist(receiver.position, a.position) <= a.range]
+    assert near == ["auth3"]
+
+
+def test_commands_are_registered_with_help() -> None:
+    for name in ("discover", "mobile_transfer", "show_peers", "connection_status",
+                 "balances", "wait_payment", "receive", "expect_balance", "bare_join"):
+        method = getattr(EmulationCLI, f"do_{name}")
+        assert method.__doc__ and method.__doc__.startswith(name)
+
+
+def test_commands_without_fastpay_network_fail_cleanly() -> None:
+    out = __import__("io").StringIO()
+    cli = EmulationCLI(SimpleNamespace(stations={}, failed=threading.Event()), stdout=out)
+    cli.onecmd("balances")
+    assert cli.last_ok is False and "no FastPay network" in out.getvalue()
