@@ -97,7 +97,7 @@ class EmulationCLI(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
-    def default(self, line: str) -> bool:
+    def default(self, line: str) -> bool:  # type: ignore[override]
         name, _, command = line.strip().partition(" ")
         if name in self.net.stations:
             if not command.strip():
@@ -261,7 +261,7 @@ def run_timeline(cli: EmulationCLI, timeline: list[Any], net: Any,
     An entry with ``retry_for`` is retried (every 0.5 s) until it succeeds or that many
     seconds pass. Stops early if the emulation fails.
     """
-    results = []
+    results: list[dict[str, Any]] = []
     for entry in timeline:
         while net.now() < entry.at:
             if net.failed.wait(min(0.2, entry.at - net.now())):

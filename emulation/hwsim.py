@@ -219,7 +219,7 @@ def unload_module() -> None:
 
 def list_radios() -> list[Radio]:
     """Return the hwsim radios visible in this network namespace, ordered by phy index."""
-    radios = []
+    radios: list[Radio] = []
     if not SYSFS_WIPHYS.exists():
         return radios
     for phy_dir in SYSFS_WIPHYS.iterdir():

@@ -227,7 +227,7 @@ def make_model(spec: dict[str, Any] | None, start: Point, area: Area, seed: int 
         _no_extra(name, spec)
         return RandomWalk(start, area, seed=seed, **kwargs)
     if name == "random_waypoint":
-        kwargs = {k: float(spec.pop(k)) for k in ("min_speed", "max_speed", "pause")
+        kwargs = {k: float(spec.pop(k)) for k in ("min_speed", "max_speed", "pause")  # type: ignore[misc]
                   if k in spec}
         _no_extra(name, spec)
         return RandomWaypoint(start, area, seed=seed, **kwargs)
