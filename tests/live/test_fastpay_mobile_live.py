@@ -1,0 +1,134 @@
+"""Live: FastPay over WiFi Direct on the emulation — range-based discovery and a mobile
+transfer (issue 4, live tests 2 and 3).
+
+One network for the module (start-up costs minutes under TCG): four authorities at the
+corners of a 100 m square, each reaching 65 m, so that no point of the payer's route
+reaches three of them (quorum 3); the payer ``c0`` walks edge midpoint to edge midpoint;
+the payee ``c1`` stands near ``auth3`` only; the probe ``p0`` stands still at known
+distances from every authority (41, 62, 100, 108 m). Real fastpayd processes, real
+wpa_supplicant, our medium; the tests talk to the daemons through their control sockets
+(the layer's helpers) and wait on their state with generous timeouts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulation import fastpay, mobility, scenario
+from emulation.network import Network
+from emulation.station import StationSpec
+
+pytestmark = [pytest.mark.live, pytest.mark.slow]
+
+AUTHS = {"auth0": (100.0, 100.0), "auth1": (200.0, 100.0), "auth2": (200.0, 200.0),
+         "auth3": (100.0, 200.0)}
+RANGE = 65.0
+PROBE = (110.0, 140.0)
+ROUTE = [[50, 150, 100], [57, 200, 150], [95, 200, 150], [102, 150, 200],
+         [135, 150, 200], [142, 100, 150]]
+GENESIS = 1000
+
+
+def _specs() -> list[StationSpec]:
+    specs = [StationSpec(n, "authority", p, RANGE) for n, p in AUTHS.items()]
+    specs.append(StationSpec("c0", "client", (150.0, 100.0), RANGE,
+                             {"model": "waypoints", "points": ROUTE}))
+    specs.append(StationSpec("c1", "client", (60.0, 240.0), RANGE))
+    specs.append(StationSpec("p0", "client", PROBE, RANGE))
+    return specs
+
+
+@pytest.fixture(scope="module")
+def layer() -> Iterator[fastpay.FastPayLayer]:
+    specs = _specs()
+    scen = scenario.Scenario(
+        name="live mobile payment", stations=specs, seed=1,
+        area=mobility.Area(0, 0, 400, 400),
+        extra={"fastpay": {"balance": GENESIS, "link": {"join_timeout": 45.0}}})
+    net = Network(specs, area=scen.area, seed=1)
+    net.start()
+    made = None
+    try:
+        made = fastpay.attach(net, scen)
+        assert made is not None
+        yield made
+    finally:
+        if made is not None:
+            made.stop()
+            for d in made.daemons.values():
+                print(f"----- {d.name}\n{d.tail(30)}")
+        net.stop()
+
+
+def _wait(pred: Any, timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.5)  # polling daemons' control sockets
+    raise AssertionError(f"no {what} within {timeout} s (last: {last})")
+
+
+def test_discovery_reports_exactly_authorities_in_range(
+        layer: fastpay.FastPayLayer, record_property: Any) -> None:
+    distance = {a: math.dist(PROBE, p) for a, p in AUTHS.items()}
+    want = {a for a, d in distance.items() if d <= RANGE}
+    assert want == {"auth0", "auth3"}  # 41 m and 62 m; 100 m and 108 m are out
+    t0 = time.monotonic()
+    table = _wait(lambda: (lambda t: t if set(t) >= want else None)(layer.in_range("p0")),
+                  180, "discovery of auth0 and auth3")
+    record_property("probe_discovery_s", round(time.monotonic() - t0, 3))
+    # Several more discovery rounds (8 s windows): the far ones never show up.
+    end = time.monotonic() + 25
+    while time.monotonic() < end:
+        assert set(layer.in_range("p0")) <= want
+        time.sleep(1.0)
+    table = layer.in_range("p0")
+    assert set(table) == want
+    # Signal from the medium's path loss: the nearer authority is heard louder.
+    assert table["auth0"] > table["auth3"], table
+    seen = {e.get("authority") for e in layer.daemon("p0").events()
+            if e["event"] in ("authority_discovered", "authority_in_range")}
+    assert seen == want
+    record_property("probe_levels_dbm", table)
+
+
+def test_mobile_transfer_collects_votes_along_the_route(
+        layer: fastpay.FastPayLayer, record_property: Any) -> None:
+    answer = layer.transfer("c0", "c1", 10)
+    assert answer["accepted"], answer
+    done = layer.wait_payment("c0", 600)
+    assert done["state"] == "complete"
+    assert sorted(done["confirmed"]) == sorted(AUTHS)
+    events = layer.daemon("c0").events()
+    votes = [e for e in events if e["event"] == "vote_received"]
+    assert len({e["authority"] for e in votes}) >= 3
+    cert = next(e for e in events if e["event"] == "certificate_formed")
+    # The votes came from different places: the certificate needed the walk.
+    positions = {name: [(t, x, y) for t, x, y in track]
+                 for name, track in layer.tracks.items()}
+    where = []
+    for v in votes:
+        pos = min(positions["c0"], key=lambda p: abs(p[0] - v["t"]))
+        where.append((v["authority"], pos[1], pos[2]))
+    spread = max(math.dist(a[1:], b[1:]) for a in where for b in where)
+    assert spread > 30, where
+    # The payee picks the certificate up from auth3 (the only authority it reaches).
+    got = layer.receive("c1", GENESIS + 10, 400)
+    assert got["reached"] == ["auth3"], got
+    table = layer.balances()
+    assert table["c0"] == dict.fromkeys([*AUTHS, "own"], GENESIS - 10), table
+    assert table["c1"] == dict.fromkeys([*AUTHS, "own"], GENESIS + 10), table
+    t0 = next(e["t"] for e in events if e["event"] == "transfer_started")
+    record_property("certificate_s", round(cert["t"] - t0, 3))
+    record_property("complete_s", round(next(
+        e["t"] for e in events if e["event"] == "transfer_completed") - t0, 3))
+    record_property("joins_s", [round(e["elapsed"], 2) for e in events
+                                if e["event"] == "group_joined"])
