@@ -132,3 +132,75 @@ def test_mobile_transfer_collects_votes_along_the_route(
         e["t"] for e in events if e["event"] == "transfer_completed") - t0, 3))
     record_property("joins_s", [round(e["elapsed"], 2) for e in events
                                 if e["event"] == "group_joined"])
+
+
+CLUSTER = {"auth0": (140.0, 300.0), "auth1": (180.0, 300.0), "auth2": (180.0, 340.0),
+           "auth3": (140.0, 340.0)}
+SPOTS = {"c0": (150.0, 320.0), "c1": (160.0, 320.0), "p0": (170.0, 320.0)}
+
+
+def _authority_view(layer: fastpay.FastPayLayer) -> dict[str, dict[str, int | None]]:
+    table = layer.balances()
+    for account, row in table.items():
+        at = {row[a] for a in AUTHS}
+        assert len(at) == 1, (account, row)  # every authority agrees
+    return table
+
+
+def test_three_clients_pay_at_once_through_the_same_authorities(
+        layer: fastpay.FastPayLayer, record_property: Any) -> None:
+    # Bring everyone together: every client now reaches all four authorities.
+    for name, pos in {**CLUSTER, **SPOTS}.items():
+        layer.net.move(name, pos)
+    for c in SPOTS:
+        _wait(lambda c=c: len(layer.in_range(c)) >= 3, 240, f"{c} seeing 3 authorities")
+    before = _authority_view(layer)
+    ring = {"c0": "c1", "c1": "p0", "p0": "c0"}
+    t0 = time.monotonic()
+    for sender, recipient in ring.items():
+        assert layer.transfer(sender, recipient, 5)["accepted"]
+    for sender in ring:
+        assert layer.wait_payment(sender, 600)["state"] == "complete"
+    record_property("three_concurrent_complete_s", round(time.monotonic() - t0, 3))
+    after = _authority_view(layer)
+    for c in SPOTS:  # each paid 5 and was paid 5
+        assert after[c]["auth0"] == before[c]["auth0"], (before, after)
+    assert sum(r["auth0"] or 0 for r in after.values()) == 3 * GENESIS
+
+
+def test_partition_and_daemon_restart_then_recovery(
+        layer: fastpay.FastPayLayer, record_property: Any) -> None:
+    c0 = layer.daemon("c0")
+    start = layer.transfer("c0", "c1", 3)
+    seq = start["sequence_number"]
+    _wait(lambda: any(e["event"] == "vote_received" and e.get("sequence_number") == seq
+                      for e in c0.events()), 300, "a first vote")
+    # The client walks out of everyone's range in the middle of vote collection.
+    layer.net.move("c0", (390.0, 10.0))
+    _wait(lambda: not layer.in_range("c0"), 240, "c0's table emptying")
+    assert layer.progress("c0")["transfer"]["state"] != "complete"
+    back = time.monotonic()
+    layer.net.move("c0", SPOTS["c0"])
+    seen = _wait(lambda: next((e for e in c0.events() if e["event"] == "authority_in_range"
+                               and e["t"] >= back), None), 240, "an authority back in range")
+    done = layer.wait_payment("c0", 600)
+    assert done["sequence_number"] == seq and done["state"] == "complete"
+    record_property("convergence_after_return_s", round(seen["t"] - back, 3))
+    record_property("partition_recovery_complete_s", round(time.monotonic() - back, 3))
+    # An authority daemon stops: the certificate still forms (3 of 4), its confirmation
+    # waits for the restart.
+    auth1 = layer.daemon("auth1")
+    auth1.stop()
+    start = layer.transfer("c0", "c1", 2)
+    seq = start["sequence_number"]
+    _wait(lambda: any(e["event"] == "certificate_formed" and e.get("sequence_number") == seq
+                      for e in c0.events()), 400, "the certificate without auth1")
+    assert layer.progress("c0")["transfer"]["state"] != "complete"
+    restarted = time.monotonic()
+    auth1.start()
+    layer.wait_ready(auth1, 300)
+    done = layer.wait_payment("c0", 600)
+    assert "auth1" in done["confirmed"]
+    record_property("restart_recovery_complete_s", round(time.monotonic() - restarted, 3))
+    view = _authority_view(layer)
+    assert view["c0"]["auth1"] == GENESIS - 10 - 3 - 2
