@@ -43,7 +43,8 @@ from emulation.cli import CommandFailed, EmulationCLI, register_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BALANCE = 1000
-WORK_DIR = Path("/tmp/fastpay-emu")
+# A tmpfs (SQLite WAL failed with "disk I/O error" on the VM's /tmp overlay).
+WORK_DIR = Path("/run/fastpay-pay")
 
 # TCG is slow: raise the link's timeouts (docs/config.md advises ~30 s requests).
 LINK_DEFAULTS: dict[str, Any] = {
