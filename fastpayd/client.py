@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -60,6 +61,8 @@ from protocol import (
     SignedTransferOrder,
     TransferOrder,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_CATCH_UP = 64  # certificates sent to one lagging authority in one confirmation round
 RETRY_AFTER = 8.0  # s: a mobile client does not revisit an authority that just failed sooner
@@ -327,9 +330,7 @@ class ClientNode(Node):
         except asyncio.CancelledError:
             raise
         except Exception:  # the driver must report, not vanish
-            import logging
-
-            logging.getLogger(__name__).exception("mobile transfer driver failed")
+            log.exception("mobile transfer driver failed")
             self.events.emit("transfer_driver_failed")
 
     async def _visit(self, name: str) -> None:

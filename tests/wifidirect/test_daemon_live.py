@@ -293,6 +293,12 @@ async def test_d_client_killed_after_first_vote_resumes(
     assert (await payer.ctl({"cmd": "balance"}))["balance"] == GENESIS - 15
     assert await balances_at_authorities(authorities, "client0") == dict.fromkeys(AUTHS, 985)
     record_property("resume_to_complete_s", round(done["t"] - t0, 3))
+    keep = ("node_started", "link_up", "authority_in_range", "group_joined", "join_failed",
+            "formation_failed", "vote_received", "confirmation_delivered", "group_left",
+            "transfer_completed", "authority_out_of_range")
+    record_property("after_restart", [
+        (e["event"], round(e["t"] - t0, 2), e.get("authority") or e.get("reason"))
+        for e in await payer.events() if e["event"] in keep])
 
 
 async def _send_order(client: WifiDirectClient, peer: Any, order: TransferOrder) -> Any:
