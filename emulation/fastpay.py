@@ -269,7 +269,7 @@ class FastPayLayer:
             keys[station] = public[generated]
         return keys
 
-    def start(self, timeout: float = 300.0) -> None:
+    def start(self, timeout: float = 600.0) -> None:
         """Start every daemon and wait until all answer (authorities: GO up)."""
         for d in self.daemons.values():
             d.start()

@@ -30,14 +30,29 @@ AUTHS = {"auth0": (100.0, 100.0), "auth1": (200.0, 100.0), "auth2": (200.0, 200.
 RANGE = 65.0
 PROBE = (110.0, 140.0)
 ROUTE = [[50, 150, 100], [57, 200, 150], [95, 200, 150], [102, 150, 200],
-         [135, 150, 200], [142, 100, 150]]
+         [135, 150, 200], [142, 100, 150], [175, 100, 150], [182, 150, 100],
+         [215, 150, 100], [222, 200, 150], [255, 200, 150], [262, 150, 200],
+         [295, 150, 200], [302, 100, 150]]
 GENESIS = 1000
+START = (150.0, 100.0)
+
+
+class _From:
+    """A mobility model that starts at network time ``t0`` (the route begins with the
+    test, not with the network)."""
+
+    dynamic = True
+
+    def __init__(self, inner: mobility.Model, t0: float) -> None:
+        self.inner, self.t0 = inner, t0
+
+    def position(self, t: float) -> tuple[float, float]:
+        return self.inner.position(max(0.0, t - self.t0))
 
 
 def _specs() -> list[StationSpec]:
     specs = [StationSpec(n, "authority", p, RANGE) for n, p in AUTHS.items()]
-    specs.append(StationSpec("c0", "client", (150.0, 100.0), RANGE,
-                             {"model": "waypoints", "points": ROUTE}))
+    specs.append(StationSpec("c0", "client", START, RANGE))
     specs.append(StationSpec("c1", "client", (60.0, 240.0), RANGE))
     specs.append(StationSpec("p0", "client", PROBE, RANGE))
     return specs
@@ -102,6 +117,8 @@ def test_discovery_reports_exactly_authorities_in_range(
 
 def test_mobile_transfer_collects_votes_along_the_route(
         layer: fastpay.FastPayLayer, record_property: Any) -> None:
+    route = mobility.Waypoints(START, [(t, (x, y)) for t, x, y in ROUTE])
+    layer.net.set_model("c0", _From(route, layer.net.now()))
     answer = layer.transfer("c0", "c1", 10)
     assert answer["accepted"], answer
     done = layer.wait_payment("c0", 600)
