@@ -289,8 +289,8 @@ class FastPayLayer:
             except ControlError:
                 status = None
             if status is not None:
-                group = (status.get("link") or {}).get("group")
-                if d.role != "authority" or group:
+                group = (status.get("link") or {}).get("group") or {}
+                if d.role != "authority" or group.get("up"):
                     d.ready_at = time.monotonic()
                     return
             time.sleep(0.3)  # polling the control socket: the daemon announces nothing else
@@ -615,6 +615,20 @@ def expect_in_range(cli: EmulationCLI, line: str) -> bool:
         cli.say(f"*** {parts[0]} has {got or 'none'} in range, want {sorted(parts[1:])}")
         return False
     cli.say(f"ok: {parts[0]} has {got or 'none'} in range")
+    return True
+
+
+@register_command("wait_in_range")
+def wait_in_range(cli: EmulationCLI, line: str) -> bool:
+    """wait_in_range CLIENT AUTHORITY... : succeed if the client's daemon has (at least)
+    these authorities in range (use retry_for in a timeline to wait for discovery)."""
+    parts = _args(line, "wait_in_range CLIENT AUTHORITY...", 2, 64)
+    got = _layer(cli).in_range(parts[0])
+    missing = sorted(set(parts[1:]) - set(got))
+    if missing:
+        cli.say(f"*** {parts[0]} does not have {missing} in range (has {sorted(got)})")
+        return False
+    cli.say(f"ok: {parts[0]} has " + ", ".join(f"{a} ({got[a]} dBm)" for a in parts[1:]))
     return True
 
 
