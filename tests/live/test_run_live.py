@@ -13,6 +13,7 @@ pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Plain roles only: this checks the radio layer's runner, not FastPay's layer on top.
 SCENARIO = """
 name = "batch check"
 [area]
@@ -24,7 +25,7 @@ position = [10, 50]
 range = 100
 [[stations]]
 name = "sta2"
-role = "client"
+role = "plain"
 position = [60, 50]
 range = 100
 [[timeline]]
