@@ -132,7 +132,8 @@ class VMResultItem(pytest.Item):
         self.runner = runner
         self.original = original
         # Markers of the module/class come from the shared parent; copy the test's own.
-        self.own_markers.extend(original.own_markers)
+        for marker in original.own_markers:
+            self.add_marker(marker)
         self.user_properties = []
 
     def runtest(self) -> None:
@@ -161,12 +162,6 @@ class VMResultItem(pytest.Item):
 _measurements: list[tuple[str, list[Any]]] = []
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-    if call.when == "call" and item.get_closest_marker("live") and item.user_properties:
-        _measurements.append((item.nodeid, list(item.user_properties)))
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Show what live tests measured (record_property), wherever they ran."""
     if not _measurements:
@@ -177,12 +172,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {shown}")
 
 
-# --- inside the VM: record outcomes for the host ----------------------------------------
+# --- inside the VM: record outcomes for the host (and, everywhere, measurements) -------
 
 _outcomes: dict[str, dict[str, Any]] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and "live" in report.keywords and report.user_properties:
+        _measurements.append((report.nodeid, list(report.user_properties)))
     path = os.environ.get(RESULTS_ENV)
     if not path:
         return
