@@ -396,20 +396,28 @@ class ClientNode(Node):
                          delivery="via authorities")
         self._notify({"step": "transfer_completed", "sequence_number": t.sequence_number})
 
+    def _pending_same(self, recipient: bytes, amount: int) -> Any:
+        """The pending order if it is this very transfer (to resume), None if none is.
+
+        A different pending transfer is refused: it must finish first (one sequence
+        number, one order -- the authorities would refuse a second one anyway)."""
+        order = self.state.pending_order
+        if order is not None:
+            t = order.transfer
+            if t.recipient != recipient or t.amount != amount:
+                raise ControlError(
+                    "TransferAlreadyPending",
+                    f"transfer #{t.sequence_number} ({t.amount} to "
+                    f"{self.account_label(t.recipient)}) is still pending; repeat it to resume",
+                )
+        return order
+
     async def _mobile_transfer(self, recipient: bytes, amount: int, wait: bool,
                                timeout: float, progress: Progress) -> dict[str, Any]:
         async with self._transfer_lock:
-            order = self.state.pending_order
+            order = self._pending_same(recipient, amount)
             resumed = order is not None
-            if order is not None:
-                t = order.transfer
-                if t.recipient != recipient or t.amount != amount:
-                    raise ControlError(
-                        "TransferAlreadyPending",
-                        f"transfer #{t.sequence_number} ({t.amount} to "
-                        f"{self.account_label(t.recipient)}) is still pending",
-                    )
-            else:
+            if order is None:
                 order = self.state.start_transfer(recipient, amount)
                 self._refused.clear()
                 self._backoff.clear()
@@ -465,15 +473,8 @@ class ClientNode(Node):
     async def _transfer(self, recipient: bytes, amount: int, progress: Progress
                         ) -> dict[str, Any]:
         t0 = time.monotonic()
-        order = self.state.pending_order
+        order = self._pending_same(recipient, amount)
         if order is not None:
-            t = order.transfer
-            if t.recipient != recipient or t.amount != amount:
-                raise ControlError(
-                    "TransferAlreadyPending",
-                    f"transfer #{t.sequence_number} ({t.amount} to "
-                    f"{self.account_label(t.recipient)}) is still pending; repeat it to resume",
-                )
             resumed = True
         else:
             order = self.state.start_transfer(recipient, amount)

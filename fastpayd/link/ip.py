@@ -10,7 +10,6 @@ one connect attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -70,11 +69,7 @@ class IpLink(Link):
 
     async def close(self) -> None:
         if self._server is not None:
-            self._server.close()
-            for conn in list(self._tracker.active):
-                conn.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            await self._tracker.close_server(self._server)
             self._server = None
         for out in self._out.values():
             out.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -61,6 +62,14 @@ class ConnectionTracker:
         self.active: set[ServerConnection] = set()
         self.accepted = 0
         self.refused = 0
+
+    async def close_server(self, server: asyncio.Server) -> None:
+        """Stop ``server`` listening, drop its live connections, wait (briefly) for it."""
+        server.close()
+        for conn in list(self.active):
+            conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2.0)
 
 
 class ServerConnection(asyncio.Protocol):
