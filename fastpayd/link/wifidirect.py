@@ -11,7 +11,8 @@ Client:
   a background *discovery loop* runs P2P Find rounds (``discovery_window`` seconds each)
   and Bonjour service discovery; every authority of our committee that answers, whose
   advertised public key matches the committee file, enters the *in-range table* with its
-  signal level.  ``DeviceLost`` (or a failed join) takes it out again.  The radio does one
+  signal level.  ``DeviceLost``, a failed join, or ``stale_rounds`` whole rounds without
+  an answer take it out again.  The radio does one
   thing at a time, so discovery and group membership share one lock: ``connect(name)``
   cancels the running Find round, joins ``name``'s group (leaving any other one first),
   opens a :class:`~fastpayd.link.stream.ClientConnection` to the GO and returns it.  The
@@ -29,7 +30,9 @@ Options (``[link]`` of the node file, see docs/config.md): ``interface`` (``wlan
 ``frequency`` (MHz, authority's GO, 2437), ``port`` (7400; ``listen``'s port wins),
 ``bus`` (D-Bus address, default ``$DBUS_SYSTEM_BUS_ADDRESS``), ``discovery_window`` (s, 10),
 ``discovery_pause`` (s between rounds, 0.5), ``join_timeout`` (s, 60), ``linger`` (s, 2),
-``committee`` (advertised committee id, default the committee file's).
+``stale_rounds`` (an authority that answers no service query in this many whole rounds
+in a row leaves the table, 2; 0: only ``DeviceLost``), ``committee`` (advertised
+committee id, default the committee file's).
 
 Events (in events.jsonl and via ``events``): those of :data:`fastpayd.wifidirect.EVENTS`
 (``peer_found``, ``authority_discovered``, ``peer_ignored``, ``peer_lost``,
@@ -121,6 +124,7 @@ class WifiDirectLink(Link):
         self.discovery_pause = float(opts.get("discovery_pause", 0.5))
         self.join_timeout = float(opts.get("join_timeout", 60.0))
         self.linger = float(opts.get("linger", 2.0))
+        self.stale_rounds = int(opts.get("stale_rounds", 2))
         me = self.directory.get(self.self_name)
         self.role = me.role if me is not None else "client"
         self._committee_id = opts.get("committee")
@@ -133,6 +137,7 @@ class WifiDirectLink(Link):
         self._discovery: asyncio.Task[None] | None = None
         self._session: _Session | None = None
         self._in_range: dict[str, AuthorityPeer] = {}  # authority name → peer
+        self._missed: dict[str, int] = {}  # authority name → full rounds it did not answer
         self._changed = asyncio.Event()
         self._want_radio = 0
         self._last_error: dict[str, str] = {}
@@ -187,7 +192,25 @@ class WifiDirectLink(Link):
             if peer.address == address:
                 self._table_remove(name, reason)
 
+    def _age_table(self, heard: set[str]) -> None:
+        """After a whole discovery round: drop authorities silent for ``stale_rounds``.
+
+        wpa_supplicant reports ``DeviceLost`` only when a peer entry expires (about a
+        minute after the last frame heard from it); every round re-asks each known
+        authority for its service record, so one that missed ``stale_rounds`` rounds in a
+        row has walked out of range long before that.  0 disables this."""
+        for name, peer in list(self._in_range.items()):
+            if peer.address in heard:
+                self._missed.pop(name, None)
+                continue
+            missed = self._missed.get(name, 0) + 1
+            if self.stale_rounds and missed >= self.stale_rounds:
+                self._table_remove(name, f"no answer in {missed} discovery rounds")
+            else:
+                self._missed[name] = missed
+
     def _table_remove(self, name: str, reason: str) -> None:
+        self._missed.pop(name, None)
         peer = self._in_range.pop(name, None)
         if peer is not None:
             if self._client is not None:
@@ -250,11 +273,7 @@ class WifiDirectLink(Link):
             session.release.set()
             await asyncio.gather(session.task, return_exceptions=True)
         if self._server is not None:
-            self._server.close()
-            for conn in list(self._tracker.active):
-                conn.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            await self._tracker.close_server(self._server)
             self._server = None
         if self._authority is not None:
             await self._authority.stop()
@@ -286,8 +305,9 @@ class WifiDirectLink(Link):
                 self._round = asyncio.create_task(
                     client.discover(timeout=self.discovery_window, want=None))
                 try:
-                    await self._round
+                    heard = await self._round
                     self._counts["discovery_rounds"] += 1
+                    self._age_table({p.address for p in heard})
                 except asyncio.CancelledError:
                     if self._closing or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                         raise

@@ -1,0 +1,65 @@
+"""The client's in-range table on the WiFi Direct link ages out silent authorities.
+
+No radio here: the table is fed the way the discovery loop feeds it (the addresses that
+answered a whole round's service queries), and the events it emits are checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastpayd.config import LinkConfig
+from fastpayd.link.wifidirect import WifiDirectLink
+from fastpayd.wifidirect.link import AuthorityPeer
+from fastpayd.wifidirect.service import FastPayRecord
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, name: str, **fields: Any) -> None:
+        self.seen.append((name, fields))
+
+    def names(self, name: str) -> list[dict[str, Any]]:
+        return [f for n, f in self.seen if n == name]
+
+
+def make_link(**options: Any) -> tuple[WifiDirectLink, Events]:
+    events = Events()
+    config = LinkConfig(kind="wifidirect", options=options)
+    link = WifiDirectLink(config, {}, events, "client0")  # type: ignore[arg-type]
+    return link, events
+
+
+def peer(name: str, address: str) -> AuthorityPeer:
+    record = FastPayRecord(role="authority", name=name, public_key=bytes(32),
+                           committee="c-test", port=7400)
+    return AuthorityPeer(address, f"/peers/{address}", record, -60, 0.0)
+
+
+def test_authority_silent_for_stale_rounds_leaves_the_table() -> None:
+    link, events = make_link()
+    assert link.stale_rounds == 2
+    link._in_range = {"auth0": peer("auth0", "02:00:00:00:00:00"),
+                      "auth1": peer("auth1", "02:00:00:00:01:00")}
+    link._age_table({"02:00:00:00:00:00"})  # auth1 silent once: still in range
+    assert set(link._in_range) == {"auth0", "auth1"}
+    link._age_table({"02:00:00:00:00:00", "02:00:00:00:01:00"})  # answered: count resets
+    link._age_table({"02:00:00:00:00:00"})
+    assert set(link._in_range) == {"auth0", "auth1"}
+    link._age_table(set())  # auth1's second silent round in a row, auth0's first
+    assert set(link._in_range) == {"auth0"}
+    [gone] = events.names("authority_out_of_range")
+    assert gone["authority"] == "auth1" and "2 discovery rounds" in gone["reason"]
+    link._age_table(set())
+    assert link._in_range == {}
+
+
+def test_stale_rounds_zero_keeps_silent_authorities() -> None:
+    link, events = make_link(stale_rounds=0)
+    link._in_range = {"auth0": peer("auth0", "02:00:00:00:00:00")}
+    for _ in range(5):
+        link._age_table(set())
+    assert set(link._in_range) == {"auth0"}
+    assert events.names("authority_out_of_range") == []
