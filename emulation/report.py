@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -134,7 +136,9 @@ def transfers(events: Events, clients: list[str], weights: dict[str, int], quoru
 
 def convergence_times(events: Events, changes: list[dict[str, Any]]) -> dict[str, Any]:
     """Topology change (radios in/out of range) → the client daemon's table follows."""
-    ins, outs, missed = [], [], 0
+    ins: list[float] = []
+    outs: list[float] = []
+    missed = 0
     for ch in changes:
         if ch["change"] not in ("in", "out"):
             continue
@@ -224,6 +228,8 @@ def print_table(metrics: dict[str, Any]) -> None:
 def plot(report_path: Path, metrics: dict[str, Any], topology: dict[str, Any],
          tracks: dict[str, list[tuple[float, float, float]]]) -> list[str]:
     """Write ``<report>-topology.png`` and ``<report>-latency.png``; return their paths."""
+    # In the VM root's home is read-only (9p): give matplotlib a cache dir it can write.
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "fastpay-mpl"))
     import matplotlib
 
     matplotlib.use("Agg")
