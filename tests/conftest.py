@@ -132,8 +132,9 @@ class VMResultItem(pytest.Item):
         self.runner = runner
         self.original = original
         # Markers of the module/class come from the shared parent; copy the test's own.
-        for marker in original.own_markers:
-            self.add_marker(marker)
+        for mark in original.own_markers:
+            self.own_markers.append(mark)
+            self.keywords[mark.name] = mark  # as add_marker does: 'live' in the reports
         self.user_properties = []
 
     def runtest(self) -> None:
