@@ -140,6 +140,8 @@ class WifiDirectLink(Link):
         self._missed: dict[str, int] = {}  # authority name → full rounds it did not answer
         self._changed = asyncio.Event()
         self._want_radio = 0
+        self._radio_idle = asyncio.Event()  # no join waits for the radio, no session is up
+        self._radio_idle.set()
         self._last_error: dict[str, str] = {}
         self._counts = {"discovery_rounds": 0, "joins": 0, "join_failures": 0}
         self._closing = False
@@ -295,12 +297,11 @@ class WifiDirectLink(Link):
         client = self._client
         assert client is not None
         while not self._closing:
-            while self._want_radio or self._session is not None:
-                # A join wants the radio, or we are in a group: a Find would take the
-                # radio off the group's channel.
-                await asyncio.sleep(0.1)
+            # A join wants the radio, or we are in a group: a Find would take the radio
+            # off the group's channel.  Wait until both are over.
+            await self._radio_idle.wait()
             async with self._radio:
-                if self._want_radio or self._session is not None:
+                if not self._radio_idle.is_set():
                     continue
                 self._round = asyncio.create_task(
                     client.discover(timeout=self.discovery_window, want=None))
@@ -348,6 +349,7 @@ class WifiDirectLink(Link):
             self._last_error[peer] = err
             raise LinkError(err)
         self._want_radio += 1
+        self._radio_busy_changed()
         try:
             if self._round is not None:
                 self._round.cancel()
@@ -362,6 +364,7 @@ class WifiDirectLink(Link):
                 ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 task = asyncio.create_task(self._hold(peer, ap, ready), name=f"session-{peer}")
                 self._session = _Session(peer, task, ready)
+                self._radio_busy_changed()
                 try:
                     conn = await asyncio.shield(ready)
                 except LinkError as exc:
@@ -371,6 +374,13 @@ class WifiDirectLink(Link):
                 return conn  # type: ignore[no-any-return]
         finally:
             self._want_radio -= 1
+            self._radio_busy_changed()
+
+    def _radio_busy_changed(self) -> None:
+        if self._want_radio == 0 and self._session is None:
+            self._radio_idle.set()
+        else:
+            self._radio_idle.clear()
 
     async def _end_session(self, session: _Session) -> None:
         session.release.set()
@@ -432,6 +442,7 @@ class WifiDirectLink(Link):
                 ready.exception()  # retrieved: connect() may have stopped waiting
             if self._session is me:
                 self._session = None
+                self._radio_busy_changed()
 
     # -- reporting -----------------------------------------------------------------------
 
