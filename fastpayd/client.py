@@ -320,7 +320,8 @@ class ClientNode(Node):
             while self._has_work():
                 now = time.monotonic()
                 todo = [r["name"] for r in link.in_range()
-                        if self._owes(r["name"]) and self._backoff.get(r["name"], 0) <= now]
+                        if r.get("fresh", True) and self._owes(r["name"])
+                        and self._backoff.get(r["name"], 0) <= now]
                 if not todo:
                     waits = [t - now for n, t in self._backoff.items() if t > now]
                     await link.wait_for_change(min([IDLE_WAIT, *waits]))
@@ -522,7 +523,7 @@ class ClientNode(Node):
         names = sorted(self.committee.names)
         if self.mobile:  # only those in range: a join to anyone else cannot work
             mlink: Any = self.link
-            names = [r["name"] for r in mlink.in_range()]
+            names = [r["name"] for r in mlink.in_range() if r.get("fresh", True)]
         for name in names:
             req = self.state.account_info_request(
                 received_from=len(self.state.record.received_log))

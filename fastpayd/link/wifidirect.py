@@ -163,7 +163,7 @@ class WifiDirectLink(Link):
     def _on_wd_event(self, name: str, **fields: Any) -> None:
         self.events.emit(name, **fields)
         if name == "authority_discovered":
-            self._table_add(fields.get("address", ""))
+            self._table_add(fields.get("address", ""), heard=True)
         elif name == "peer_lost":
             self._table_remove_address(fields.get("address", ""), "lost")
 
@@ -171,7 +171,8 @@ class WifiDirectLink(Link):
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _table_add(self, address: str) -> None:
+    def _table_add(self, address: str, heard: bool = False) -> None:
+        """(Re)enter the authority at ``address``; ``heard``: it just answered a query."""
         client = self._client
         peer = client.authorities.get(address) if client else None
         if peer is None:
@@ -184,6 +185,8 @@ class WifiDirectLink(Link):
             return
         fresh = name not in self._in_range
         self._in_range[name] = peer
+        if heard:
+            self._missed.pop(name, None)
         if fresh:
             self.events.emit("authority_in_range", authority=name, address=address,
                              level=peer.level)
@@ -321,12 +324,18 @@ class WifiDirectLink(Link):
             await asyncio.sleep(self.discovery_pause)
 
     def in_range(self) -> list[dict[str, Any]]:
-        """Authorities of our committee in range now, strongest signal first."""
+        """Authorities of our committee in range now: those that answered the latest whole
+        discovery round (``fresh``) first, then by signal, strongest first.
+
+        One that missed the latest round may be walking away: a join to it can only fail
+        after ``join_timeout``, so the mobile client waits a round for it instead."""
         now = time.monotonic()
         peers = sorted(self._in_range.items(),
-                       key=lambda kv: -(kv[1].level if kv[1].level is not None else -999))
+                       key=lambda kv: (self._missed.get(kv[0], 0) > 0,
+                                       -(kv[1].level if kv[1].level is not None else -999)))
         return [{"name": n, "address": p.address, "level": p.level,
-                 "seen_ago": round(now - p.discovered_at, 3)} for n, p in peers]
+                 "seen_ago": round(now - p.discovered_at, 3),
+                 "fresh": self._missed.get(n, 0) == 0} for n, p in peers]
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the in-range table changes, or after ``timeout`` seconds."""

@@ -6,9 +6,11 @@ answered a whole round's service queries), and the events it emits are checked.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from fastpayd.config import LinkConfig
+from fastpayd.link import PeerEntry
 from fastpayd.link.wifidirect import WifiDirectLink
 from fastpayd.wifidirect.link import AuthorityPeer
 from fastpayd.wifidirect.service import FastPayRecord
@@ -28,14 +30,15 @@ class Events:
 def make_link(**options: Any) -> tuple[WifiDirectLink, Events]:
     events = Events()
     config = LinkConfig(kind="wifidirect", options=options)
-    link = WifiDirectLink(config, {}, events, "client0")  # type: ignore[arg-type]
+    directory = {n: PeerEntry(n, "authority", bytes(32), None) for n in ("auth0", "auth1")}
+    link = WifiDirectLink(config, directory, events, "client0")  # type: ignore[arg-type]
     return link, events
 
 
-def peer(name: str, address: str) -> AuthorityPeer:
+def peer(name: str, address: str, level: int = -60) -> AuthorityPeer:
     record = FastPayRecord(role="authority", name=name, public_key=bytes(32),
                            committee="c-test", port=7400)
-    return AuthorityPeer(address, f"/peers/{address}", record, -60, 0.0)
+    return AuthorityPeer(address, f"/peers/{address}", record, level, 0.0)
 
 
 def test_authority_silent_for_stale_rounds_leaves_the_table() -> None:
@@ -63,3 +66,19 @@ def test_stale_rounds_zero_keeps_silent_authorities() -> None:
         link._age_table(set())
     assert set(link._in_range) == {"auth0"}
     assert events.names("authority_out_of_range") == []
+
+
+def test_in_range_lists_authorities_heard_in_the_latest_round_first() -> None:
+    link, _ = make_link()
+    quiet = peer("auth0", "02:00:00:00:00:00", level=-70)
+    loud = peer("auth1", "02:00:00:00:01:00", level=-40)
+    link._in_range = {"auth0": quiet, "auth1": loud}
+    link._age_table({"02:00:00:00:00:00"})  # auth1 (the louder) missed the round
+    rows = link.in_range()
+    assert [(r["name"], r["fresh"]) for r in rows] == [("auth0", True), ("auth1", False)]
+    link._client = SimpleNamespace(authorities={loud.address: loud})  # type: ignore[assignment]
+    link._table_add(loud.address)  # a level refresh is not an answer
+    assert not [r for r in link.in_range() if r["name"] == "auth1"][0]["fresh"]
+    link._table_add(loud.address, heard=True)  # its service answer arrives mid-round
+    assert [(r["name"], r["fresh"]) for r in link.in_range()] == [("auth1", True),
+                                                                  ("auth0", True)]
