@@ -9,7 +9,7 @@ A scenario gives stations a ``role`` ("authority", "client", "plain"); this laye
 2. starts every daemon inside its station (``Station.popen``: the station's namespace and
    ``DBUS_SYSTEM_BUS_ADDRESS``) and waits until its control socket answers and, for an
    authority, its group (GO) is up;
-3. restarts the mobility/timeline clock, so tracks begin once the payment network is up;
+3. holds the mobility clock at 0 while the daemons start, then restarts it with the timeline, so tracks begin once the payment network is up;
 4. samples who is in whose range (for convergence metrics and track plots);
 5. registers the CLI commands (``discover``, ``mobile_transfer``, ``show_peers``,
    ``connection_status``, ``balances``, ``wait_payment``, ``receive``, ``expect_balance``,
@@ -299,12 +299,12 @@ class FastPayLayer:
     def restart_clock(self) -> None:
         """Start mobility and timeline time now that the payment network is up.
 
-        The platform starts that clock once the stations are up; daemons take tens of
-        seconds more under TCG, and a client must not walk its route before they answer.
+        The platform starts that clock once the stations are up; :func:`attach` holds it
+        at 0 while the daemons start (tens of seconds under TCG): a client must not walk
+        its route -- nor its daemon hear authorities from it -- before they answer.
         """
-        with self.net._lock:
-            self.net._t0 = time.monotonic()
-        self.t0 = self.net._t0
+        self.net.restart_clock()
+        self.t0 = time.monotonic()
 
     def start_sampler(self, period: float = 0.5) -> None:
         """Record positions and client–authority range changes every ``period`` s."""
@@ -554,6 +554,7 @@ def attach(net: Any, scenario: Any, log: Any = print) -> FastPayLayer | None:
         return None
     layer = FastPayLayer(net, scenario)
     net.fastpay = layer
+    net.hold_clock()  # nobody walks before the daemons answer (restart_clock below)
     t = time.monotonic()
     layer.prepare()
     log(f"emulation: starting fastpayd on {len(layer.daemons)} station(s) "

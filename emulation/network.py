@@ -127,6 +127,7 @@ class Network:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._t0 = 0.0
+        self._held = False  # hold_clock(): mobility time stays at 0 until restart_clock()
         self._started = False
 
     # -- lifecycle --
@@ -270,8 +271,22 @@ class Network:
     # -- queries and changes --
 
     def now(self) -> float:
-        """Seconds since the stations' clock started (mobility time)."""
-        return time.monotonic() - self._t0
+        """Seconds since the stations' clock started (mobility time); 0 while held."""
+        return 0.0 if self._held else time.monotonic() - self._t0
+
+    def hold_clock(self) -> None:
+        """Keep every station at its start position (mobility time 0) until
+        :meth:`restart_clock` -- while a layer above starts its daemons, say."""
+        with self._lock:
+            self._held = True
+            if self.medium is not None:
+                self._push_positions(0.0)
+
+    def restart_clock(self) -> None:
+        """Start mobility and timeline time (again) from 0 now."""
+        with self._lock:
+            self._t0 = time.monotonic()
+            self._held = False
 
     @property
     def running(self) -> bool:

@@ -75,6 +75,7 @@ class MininetNetwork:
         self.error: EmulationError | None = None
         self.timings: dict[str, float] = {}
         self._t0 = time.monotonic()
+        self._held = False
 
     def __enter__(self) -> MininetNetwork:
         self.start()
@@ -120,7 +121,15 @@ class MininetNetwork:
             self.mn = None
 
     def now(self) -> float:
-        return time.monotonic() - self._t0
+        return 0.0 if self._held else time.monotonic() - self._t0
+
+    def hold_clock(self) -> None:
+        """Mobility time stays at 0 until :meth:`restart_clock` (as the hwsim Network)."""
+        self._held = True
+
+    def restart_clock(self) -> None:
+        self._t0 = time.monotonic()
+        self._held = False
 
     def station(self, name: str) -> MininetStation:
         try:
