@@ -9,7 +9,8 @@ A scenario gives stations a ``role`` ("authority", "client", "plain"); this laye
 2. starts every daemon inside its station (``Station.popen``: the station's namespace and
    ``DBUS_SYSTEM_BUS_ADDRESS``) and waits until its control socket answers and, for an
    authority, its group (GO) is up;
-3. holds the mobility clock at 0 while the daemons start, then restarts it with the timeline, so tracks begin once the payment network is up;
+3. holds the mobility clock at 0 while the daemons start, then restarts it with the
+   timeline, so tracks begin once the payment network is up;
 4. samples who is in whose range (for convergence metrics and track plots);
 5. registers the CLI commands (``discover``, ``mobile_transfer``, ``show_peers``,
    ``connection_status``, ``balances``, ``wait_payment``, ``receive``, ``expect_balance``,
