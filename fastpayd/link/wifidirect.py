@@ -31,8 +31,10 @@ Options (``[link]`` of the node file, see docs/config.md): ``interface`` (``wlan
 ``bus`` (D-Bus address, default ``$DBUS_SYSTEM_BUS_ADDRESS``), ``discovery_window`` (s, 10),
 ``discovery_pause`` (s between rounds, 0.5), ``join_timeout`` (s, 60), ``linger`` (s, 2),
 ``stale_rounds`` (an authority that answers no service query in this many whole rounds
-in a row leaves the table, 2; 0: only ``DeviceLost``), ``committee`` (advertised
-committee id, default the committee file's).
+in a row leaves the table, 2; 0: only ``DeviceLost``), ``fresh_for`` (s since its last
+answer during which an authority is worth a join, ``discovery_window`` +
+``discovery_pause`` + 2), ``committee`` (advertised committee id, default the committee
+file's).
 
 Events (in events.jsonl and via ``events``): those of :data:`fastpayd.wifidirect.EVENTS`
 (``peer_found``, ``authority_discovered``, ``peer_ignored``, ``peer_lost``,
@@ -125,6 +127,10 @@ class WifiDirectLink(Link):
         self.join_timeout = float(opts.get("join_timeout", 60.0))
         self.linger = float(opts.get("linger", 2.0))
         self.stale_rounds = int(opts.get("stale_rounds", 2))
+        # An authority is *fresh* while its last service answer is younger than about one
+        # round: only fresh ones are worth a join (see in_range).
+        self.fresh_for = float(opts.get("fresh_for",
+                                        self.discovery_window + self.discovery_pause + 2.0))
         me = self.directory.get(self.self_name)
         self.role = me.role if me is not None else "client"
         self._committee_id = opts.get("committee")
@@ -138,6 +144,7 @@ class WifiDirectLink(Link):
         self._session: _Session | None = None
         self._in_range: dict[str, AuthorityPeer] = {}  # authority name → peer
         self._missed: dict[str, int] = {}  # authority name → full rounds it did not answer
+        self._heard_at: dict[str, float] = {}  # authority name → its latest service answer
         self._changed = asyncio.Event()
         self._want_radio = 0
         self._radio_idle = asyncio.Event()  # no join waits for the radio, no session is up
@@ -187,6 +194,7 @@ class WifiDirectLink(Link):
         self._in_range[name] = peer
         if heard:
             self._missed.pop(name, None)
+            self._heard_at[name] = time.monotonic()
         if fresh:
             self.events.emit("authority_in_range", authority=name, address=address,
                              level=peer.level)
@@ -216,6 +224,7 @@ class WifiDirectLink(Link):
 
     def _table_remove(self, name: str, reason: str) -> None:
         self._missed.pop(name, None)
+        self._heard_at.pop(name, None)
         peer = self._in_range.pop(name, None)
         if peer is not None:
             if self._client is not None:
@@ -324,18 +333,24 @@ class WifiDirectLink(Link):
             await asyncio.sleep(self.discovery_pause)
 
     def in_range(self) -> list[dict[str, Any]]:
-        """Authorities of our committee in range now: those that answered the latest whole
-        discovery round (``fresh``) first, then by signal, strongest first.
+        """Authorities of our committee in range now: ``fresh`` ones (a service answer
+        within ``fresh_for`` seconds, about one discovery round) first, then by signal.
 
-        One that missed the latest round may be walking away: a join to it can only fail
-        after ``join_timeout``, so the mobile client waits a round for it instead."""
+        One not heard for longer -- the last round missed it, or we spent a while in
+        groups -- may have been walked away from: a join to it can only fail after
+        ``join_timeout``, so the mobile client waits for the next round instead (known
+        authorities answer within a second of a round's start)."""
         now = time.monotonic()
+
+        def fresh(name: str) -> bool:
+            return now - self._heard_at.get(name, -1e9) <= self.fresh_for
+
         peers = sorted(self._in_range.items(),
-                       key=lambda kv: (self._missed.get(kv[0], 0) > 0,
+                       key=lambda kv: (not fresh(kv[0]),
                                        -(kv[1].level if kv[1].level is not None else -999)))
         return [{"name": n, "address": p.address, "level": p.level,
-                 "seen_ago": round(now - p.discovered_at, 3),
-                 "fresh": self._missed.get(n, 0) == 0} for n, p in peers]
+                 "seen_ago": round(now - p.discovered_at, 3), "fresh": fresh(n)}
+                for n, p in peers]
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the in-range table changes, or after ``timeout`` seconds."""

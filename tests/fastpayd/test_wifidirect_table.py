@@ -68,17 +68,22 @@ def test_stale_rounds_zero_keeps_silent_authorities() -> None:
     assert events.names("authority_out_of_range") == []
 
 
-def test_in_range_lists_authorities_heard_in_the_latest_round_first() -> None:
-    link, _ = make_link()
+def test_in_range_lists_recently_heard_authorities_first() -> None:
+    link, _ = make_link(discovery_window=8.0, discovery_pause=0.5)
+    assert link.fresh_for == 10.5
     quiet = peer("auth0", "02:00:00:00:00:00", level=-70)
     loud = peer("auth1", "02:00:00:00:01:00", level=-40)
-    link._in_range = {"auth0": quiet, "auth1": loud}
-    link._age_table({"02:00:00:00:00:00"})  # auth1 (the louder) missed the round
-    rows = link.in_range()
-    assert [(r["name"], r["fresh"]) for r in rows] == [("auth0", True), ("auth1", False)]
-    link._client = SimpleNamespace(authorities={loud.address: loud})  # type: ignore[assignment]
-    link._table_add(loud.address)  # a level refresh is not an answer
-    assert not [r for r in link.in_range() if r["name"] == "auth1"][0]["fresh"]
-    link._table_add(loud.address, heard=True)  # its service answer arrives mid-round
+    link._client = SimpleNamespace(  # type: ignore[assignment]
+        authorities={quiet.address: quiet, loud.address: loud})
+    link._table_add(quiet.address, heard=True)
+    link._table_add(loud.address, heard=True)
+    assert [(r["name"], r["fresh"]) for r in link.in_range()] == [("auth1", True),
+                                                                  ("auth0", True)]
+    link._heard_at["auth1"] -= 11.0  # the louder one has not answered for a round
+    assert [(r["name"], r["fresh"]) for r in link.in_range()] == [("auth0", True),
+                                                                  ("auth1", False)]
+    link._table_add(loud.address)  # a level refresh after a round is not an answer
+    assert [r["fresh"] for r in link.in_range()] == [True, False]
+    link._table_add(loud.address, heard=True)  # its service answer arrives
     assert [(r["name"], r["fresh"]) for r in link.in_range()] == [("auth1", True),
                                                                   ("auth0", True)]
