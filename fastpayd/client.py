@@ -397,7 +397,7 @@ class ClientNode(Node):
                          delivery="via authorities")
         self._notify({"step": "transfer_completed", "sequence_number": t.sequence_number})
 
-    def _pending_same(self, recipient: bytes, amount: int) -> Any:
+    def _pending_same(self, recipient: bytes, amount: int) -> TransferOrder | None:
         """The pending order if it is this very transfer (to resume), None if none is.
 
         A different pending transfer is refused: it must finish first (one sequence
@@ -523,7 +523,7 @@ class ClientNode(Node):
         names = sorted(self.committee.names)
         if self.mobile:  # only those in range: a join to anyone else cannot work
             mlink: Any = self.link
-            names = [r["name"] for r in mlink.in_range() if r.get("fresh", True)]
+            names = [r["name"] for r in mlink.in_range()]  # recently heard ones first
         for name in names:
             req = self.state.account_info_request(
                 received_from=len(self.state.record.received_log))

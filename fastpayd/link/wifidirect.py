@@ -12,8 +12,8 @@ Client:
   and Bonjour service discovery; every authority of our committee that answers, whose
   advertised public key matches the committee file, enters the *in-range table* with its
   signal level.  ``DeviceLost``, a failed join, or ``stale_rounds`` whole rounds without
-  an answer take it out again.  The radio does one
-  thing at a time, so discovery and group membership share one lock: ``connect(name)``
+  an answer take it out again.  The radio does one thing at a time, so discovery and
+  group membership share one lock: ``connect(name)``
   cancels the running Find round, joins ``name``'s group (leaving any other one first),
   opens a :class:`~fastpayd.link.stream.ClientConnection` to the GO and returns it.  The
   group is left when the caller calls :meth:`WifiDirectLink.release`, after
@@ -190,12 +190,12 @@ class WifiDirectLink(Link):
             self.events.emit("peer_ignored", address=address, authority=name,
                              reason="not in our committee file (name or key differs)")
             return
-        fresh = name not in self._in_range
+        entering = name not in self._in_range
         self._in_range[name] = peer
         if heard:
             self._missed.pop(name, None)
             self._heard_at[name] = time.monotonic()
-        if fresh:
+        if entering:
             self.events.emit("authority_in_range", authority=name, address=address,
                              level=peer.level)
         self._pulse()
