@@ -164,8 +164,8 @@ class ClientNode(Node):
             return None
         outcome[name] = "vote"
         weight = self.committee.weight_of(v.authority for v in self.state.votes)
-        if cert is not None:
-            weight = self.committee.quorum_threshold
+        if cert is not None or self.state.pending_order is None:
+            weight = self.committee.quorum_threshold  # formed now, or before this late vote
         self.events.emit("vote_received", authority=name, sequence_number=t.sequence_number,
                          weight=weight)
         progress({"step": "vote_received", "authority": name, "weight": weight,
