@@ -27,6 +27,7 @@ from protocol.crypto import (
 )
 from protocol.errors import (
     ALL_ERRORS,
+    BalanceOverflow,
     CertificateAuthorityReuse,
     CertificateNotFound,
     CertificateRequiresQuorum,
@@ -88,6 +89,7 @@ __all__ = [
     "AuthorityInfo",
     "AuthorityState",
     "AuthorityStore",
+    "BalanceOverflow",
     "CertificateAuthorityReuse",
     "CertificateNotFound",
     "CertificateRequiresQuorum",

@@ -6,12 +6,16 @@ checks first so garbage costs no signature verification):
 1. no authority appears twice (``CertificateAuthorityReuse``);
 2. every signer is a committee member (``UnknownSigner``);
 3. the signers' weight reaches the quorum threshold (``CertificateRequiresQuorum``);
-4. every signature verifies under the vote domain (``InvalidSignature``).
+4. the sender's own signature on the carried order verifies under the order
+   domain, and every authority's signature under the vote domain
+   (``InvalidSignature``).
 
-The client's own signature on the carried order is *not* checked again: the
-votes already prove that honest authorities checked it, and the votes sign the
-transfer itself.  Both an authority (on a ConfirmationOrder) and a recipient
-(verifying a payment alone) use :func:`verify_certificate`.
+The sender's signature is checked as the reference's
+``CertifiedTransferOrder::check`` checks it (in the same batch as the votes):
+a certificate is a signed order *and* a quorum of votes on it, so one whose
+order signature is garbage is not a certificate, whatever the votes say.  Both
+an authority (on a ConfirmationOrder) and a recipient (verifying a payment
+alone) use :func:`verify_certificate`.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ def verify_certificate(cert: CertifiedTransferOrder, committee: Committee) -> No
         raise CertificateRequiresQuorum(
             f"signers weigh {weight}, quorum is {committee.quorum_threshold}"
         )
-    data = cert.value.transfer.vote_signing_bytes
+    transfer = cert.value.transfer
+    if not verify_signature(transfer.sender, transfer.order_signing_bytes, cert.value.signature):
+        raise InvalidSignature("the sender's signature on the order does not verify")
+    data = transfer.vote_signing_bytes
     members = committee.members
     for name, signature in cert.signatures:
         if not verify_signature(members[name].public_key, data, signature):

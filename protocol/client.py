@@ -40,6 +40,7 @@ from protocol.certificate import verify_certificate, verify_vote
 from protocol.committee import Committee
 from protocol.crypto import KeyPair, verify_signature
 from protocol.errors import (
+    BalanceOverflow,
     FastPayError,
     IncorrectTransferAmount,
     InsufficientFunding,
@@ -49,6 +50,7 @@ from protocol.errors import (
     WrongRecipient,
 )
 from protocol.messages import (
+    I64_MAX,
     U64_MAX,
     AccountInfoRequest,
     AccountInfoResponse,
@@ -257,17 +259,23 @@ class ClientState:
         """Accept a payment to us after verifying its certificate alone.
 
         Returns the amount credited, 0 if this (sender, sequence number) was
-        already credited.  Raises WrongRecipient or the certificate's error
+        already credited.  Raises WrongRecipient, the certificate's error
         (CertificateAuthorityReuse, UnknownSigner, CertificateRequiresQuorum,
-        InvalidSignature).
+        InvalidSignature) -- checked before anything else, so a forged copy of a
+        payment already credited is refused, not acknowledged -- or BalanceOverflow
+        when the credit would take the balance past 2**63-1 (nothing is credited).
         """
         transfer = cert.value.transfer
         if transfer.recipient != self.address:
             raise WrongRecipient()
+        verify_certificate(cert, self.committee)
         if transfer.key in self._received:
             return 0
-        verify_certificate(cert, self.committee)
         rec = self._record
+        if rec.balance + transfer.amount > I64_MAX:
+            raise BalanceOverflow(
+                f"balance {rec.balance} + credit {transfer.amount} exceeds {I64_MAX}"
+            )
         self._commit(
             replace(
                 rec,

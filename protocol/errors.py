@@ -232,6 +232,13 @@ class WrongRecipient(FastPayError):
     default_message = "Certificate is not for this recipient"
 
 
+class BalanceOverflow(FastPayError):
+    """A credit would take the recipient's balance past the signed 64-bit range."""
+
+    code = "BalanceOverflow"
+    default_message = "Credit would overflow the balance"
+
+
 ALL_ERRORS: tuple[type[FastPayError], ...] = (
     InvalidMessage,
     UnknownMessageType,
@@ -255,6 +262,7 @@ ALL_ERRORS: tuple[type[FastPayError], ...] = (
     CertificateNotFound,
     TransferAlreadyPending,
     WrongRecipient,
+    BalanceOverflow,
 )
 """Every error class, in the order docs/protocol.md lists them."""
 

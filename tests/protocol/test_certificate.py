@@ -39,8 +39,9 @@ def test_verify_certificate_checks_cheap_things_before_signatures():
         verify_certificate(CertifiedTransferOrder(value=order, signatures=sigs[:2]), net.committee)
 
 
-def test_verify_certificate_does_not_recheck_client_signature():
-    # The votes sign the transfer; the carried client signature plays no part (as in the reference).
+def test_verify_certificate_checks_client_signature():
+    # As the reference's CertifiedTransferOrder::check: the sender's signature is checked
+    # with the votes, so valid votes around a zeroed order signature are no certificate.
     net = Network()
     net.fund(ALICE.public_key, 10)
     order = make_transfer(ALICE, keypair("bob").public_key, 1)
@@ -48,7 +49,9 @@ def test_verify_certificate_does_not_recheck_client_signature():
     tampered = CertifiedTransferOrder(
         value=order.model_copy(update={"signature": bytes(64)}), signatures=cert.signatures
     )
-    verify_certificate(tampered, net.committee)
+    verify_certificate(cert, net.committee)
+    with pytest.raises(InvalidSignature, match="sender"):
+        verify_certificate(tampered, net.committee)
 
 
 def test_verify_vote():
