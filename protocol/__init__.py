@@ -67,6 +67,7 @@ from protocol.messages import (
     Transfer,
     TransferOrder,
 )
+from protocol.session import PaymentSession, TicketState
 from protocol.storage import (
     AuthorityStore,
     ClientStore,
@@ -115,10 +116,12 @@ __all__ = [
     "KeyPair",
     "Message",
     "MissingEarlierConfirmations",
+    "PaymentSession",
     "PreviousTransferMustBeConfirmedFirst",
     "SignedTransferOrder",
     "Timeout",
     "TooManyConnections",
+    "TicketState",
     "Transfer",
     "TransferAlreadyPending",
     "TransferOrder",

@@ -135,3 +135,87 @@ def make_transfer(
         user_data=user_data,
     )
     return TransferOrder.sign(transfer, sender)
+
+
+def answer(net: Network, name: str, action: object) -> object:
+    """What authority ``name`` of ``net`` answers to a session's action (as the daemon would:
+    a refusal becomes its Error message)."""
+    from protocol.session import RequestInfo, SendConfirmation, SendOrder
+
+    auth = net.authorities[name]
+    try:
+        if isinstance(action, SendOrder):
+            return auth.handle_transfer_order(action.order)
+        if isinstance(action, SendConfirmation):
+            return auth.handle_confirmation_order(action.confirmation).to_ack()
+        if isinstance(action, RequestInfo):
+            return auth.handle_account_info_request(action.request)
+    except FastPayError as exc:
+        return exc.to_message()
+    raise TypeError(f"not an authority action: {action!r}")
+
+
+class SessionDriver:
+    """Pumps a :class:`protocol.session.PaymentSession` against ``net`` in memory.
+
+    ``down`` holds authorities whose requests fail (as a link timeout would); ``clock`` is
+    the session's time, advanced to the timer when nothing else is left to do.
+    """
+
+    def __init__(self, net: Network, session: object) -> None:
+        from protocol.session import PaymentSession
+
+        assert isinstance(session, PaymentSession)
+        self.net = net
+        self.session = session
+        self.down: set[str] = set()
+        self.clock = 0.0
+        self.events: list[object] = []
+        self.released: list[str] = []
+        self.delivered: list[CertifiedTransferOrder] = []
+        self.max_active = 0
+
+    def step(self) -> bool:
+        """Execute the pending actions once; False when there were none."""
+        from protocol.session import DeliverToPayee, Release
+
+        s = self.session
+        acts = s.actions()
+        in_flight = [a for a in acts if not isinstance(a, Release | DeliverToPayee)]
+        self.max_active = max(self.max_active, len(in_flight))
+        for act in acts:
+            if isinstance(act, Release):
+                self.released.append(act.authority)
+            elif isinstance(act, DeliverToPayee):
+                self.delivered.append(act.certificate)
+        for act in in_flight:
+            name = act.authority  # type: ignore[attr-defined]
+            if name in self.down:
+                s.failed(name, "down", self.clock)
+            else:
+                s.response(name, answer(self.net, name, act), self.clock)  # type: ignore[arg-type]
+        self._drain()
+        return bool(acts)
+
+    def _drain(self) -> None:
+        while (ev := self.session.next_event()) is not None:
+            self.events.append(ev)
+
+    def run(self, until: object = None, max_steps: int = 10_000) -> None:
+        """Pump until ``until(driver)`` is true (or nothing at all is left to do)."""
+        self._drain()
+        for _ in range(max_steps):
+            if until is not None and until(self):  # type: ignore[operator]
+                return
+            if self.step():
+                continue
+            timer = self.session.get_timer()
+            if timer is None:
+                return
+            self.clock = max(self.clock, timer)
+            self.session.handle_timer(self.clock)
+            self._drain()
+        raise AssertionError("session did not settle")
+
+    def of(self, kind: type) -> list[object]:
+        return [e for e in self.events if isinstance(e, kind)]
