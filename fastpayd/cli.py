@@ -126,15 +126,23 @@ class Cli:
            (("amount",), {"type": int, "help": "positive integer amount"}),
            (("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}),
            (("--wait",), {"action": "store_true",
-                          "help": "mobile client: follow the transfer until it is complete"}))
+                          "help": "mobile client: follow the transfer until it is complete"}),
+           (("--again",), {"action": "store_true",
+                           "help": "pay once more although the latest transfer is the same "
+                                   "recipient and amount (otherwise that one is returned)"}))
     async def do_transfer(self, args: argparse.Namespace) -> None:
         """Pay AMOUNT to RECIPIENT: votes, certificate, confirmations, delivery.
 
-        On a WiFi Direct (mobile) client it returns once the transfer is accepted; the
-        daemon visits authorities as they come into range (``--wait`` follows it).
+        On a WiFi Direct (mobile) client it returns once the order is signed; the daemon
+        visits authorities as they come into range (--wait follows it).  Typing the same
+        transfer again while it is unfinished, or before its success was shown, returns
+        that transfer instead of paying twice; --again pays once more.  Exit 0 once the
+        certificate exists (the money has moved), 1 if refused or without a quorum.
         """
         if args.amount <= 0:
             raise CliError("amount must be a positive integer", EXIT_USAGE)
+        if args.timeout <= 0:
+            raise CliError("--timeout must be a positive number of seconds", EXIT_USAGE)
 
         def show(p: dict[str, Any]) -> None:
             step = p.get("step", "?")
@@ -143,18 +151,20 @@ class Cli:
 
         print(f"transfer {args.amount} to {args.recipient} ...", file=sys.stderr, flush=True)
         a = await self.call({"cmd": "transfer", "recipient": args.recipient,
-                             "amount": args.amount, "wait": args.wait,
-                             "timeout": args.timeout}, args.timeout + 10.0, show)
+                             "amount": args.amount, "wait": args.wait or None,
+                             "again": args.again, "timeout": args.timeout},
+                            args.timeout + 10.0, show)
         if self.as_json:
             return
-        if a.get("mobile"):
+        if not a.get("certificate"):
             print(f"transfer #{a.get('sequence_number')}: {_progress_line(a)}")
             return
         confirmed = sum(v == "confirmed" for v in a["confirmations"].values())
-        print(f"paid {a['amount']} to {a['recipient']} (seq {a['sequence_number']}): "
-              f"certificate in {a['certificate_latency'] * 1000:.1f} ms, "
-              f"confirmed at {confirmed}/{len(a['confirmations'])} authorities, "
-              f"recipient {a['delivery']}, total {a['latency'] * 1000:.1f} ms; "
+        where = ("final" if a.get("fully_propagated") or a.get("final") else
+                 "not yet final; the daemon keeps delivering")
+        took = f", in {a['latency'] * 1000:.1f} ms" if a.get("latency") is not None else ""
+        print(f"paid {a['amount']} to {a['recipient']} (seq {a['sequence_number']}){took}: "
+              f"confirmed at {confirmed}/{len(a['confirmations'])} authorities ({where}); "
               f"balance {a['balance']}")
 
     @_args((("account",), {"nargs": "?", "help": "account (authorities only)"}))
@@ -209,7 +219,9 @@ class Cli:
     @_args((("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}))
     async def do_sync(self, args: argparse.Namespace) -> None:
         """Client: ask the authorities for payments received and missed state."""
-        a = await self.call({"cmd": "sync"}, args.timeout)
+        if args.timeout <= 0:
+            raise CliError("--timeout must be a positive number of seconds", EXIT_USAGE)
+        a = await self.call({"cmd": "sync", "timeout": args.timeout}, args.timeout + 10.0)
         if not self.as_json:
             print(f"reached {', '.join(a['reached']) or 'no authority'}; "
                   f"credited {a['credited']}; balance {a['balance']}")

@@ -100,6 +100,16 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class ClientConfig:
+    """``[client]``: how a client daemon's payment session paces itself."""
+
+    sync_interval: float = 30.0  # s between asks for payments received (0: start-up only)
+    retry_after: float = 2.0  # s before an authority that failed is tried again (doubles)
+    max_retry_after: float = 30.0  # s: the back-off's ceiling
+    repeat_window: float = 120.0  # s: the same transfer typed again within this is a repeat
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     role: str
     name: str
@@ -111,6 +121,7 @@ class NodeConfig:
     link: LinkConfig
     path: Path
     log_requests: bool = False  # authority: one event per order/confirmation (costly)
+    client: ClientConfig = field(default_factory=ClientConfig)
 
 
 def _require(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -196,6 +207,7 @@ def load_node_config(path: Path | str) -> NodeConfig:
         raise ConfigError(f"{lw}.max_connections: must be at least 1")
     if kind == "ip" and link.listen is None and role == "authority":
         raise ConfigError(f"{lw}.listen: an authority on an IP link needs a listen address")
+    client = _client_config(data, path)
     return NodeConfig(
         role=role,
         name=name,
@@ -207,7 +219,26 @@ def load_node_config(path: Path | str) -> NodeConfig:
         link=link,
         path=path,
         log_requests=_optional(node, "log_requests", bool, False, where),
+        client=client,
     )
+
+
+def _client_config(data: dict[str, Any], path: Path) -> ClientConfig:
+    table = data.get("client", {})
+    cw = f"{path}: [client]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [client] must be a table")
+    unknown = set(table) - {"sync_interval", "retry_after", "max_retry_after", "repeat_window"}
+    if unknown:
+        raise ConfigError(f"{cw}: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {}
+    for key, default in (("sync_interval", 30.0), ("retry_after", 2.0),
+                         ("max_retry_after", 30.0), ("repeat_window", 120.0)):
+        v = float(_optional(table, key, (int, float), default, cw))
+        if v < 0 or (key in ("retry_after", "max_retry_after") and v <= 0):
+            raise ConfigError(f"{cw}.{key}: must be a positive number of seconds")
+        values[key] = v
+    return ClientConfig(**values)
 
 
 def load_committee_file(path: Path | str) -> CommitteeFile:

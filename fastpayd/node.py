@@ -81,6 +81,8 @@ class Node:
             node.link = make_link(config.link, node._directory(), node.events, config.name)
             stack.push_async_callback(node._close_link)
             await node.link.start(node)
+            await node._start_work()
+            stack.push_async_callback(node._stop_work)
             node.control = ControlServer(config.control_socket, node)
             await stack.enter_async_context(node.control)
             node.events.emit(
@@ -100,6 +102,12 @@ class Node:
 
     async def _setup_state(self) -> None:
         raise NotImplementedError
+
+    async def _start_work(self) -> None:
+        """Hook: background work that needs the link, started before the control socket."""
+
+    async def _stop_work(self) -> None:
+        """Hook: stop what :meth:`_start_work` started (before the link closes)."""
 
     def handle(self, message: Any, peer: str) -> tuple[Any, asyncio.Future[Any] | None]:
         """The link's request handler: (response, gate) — see fastpayd.link.stream."""

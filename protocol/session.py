@@ -306,6 +306,7 @@ class TicketState:
     fully_propagated: bool
     stalled: bool  # nothing can progress now (waiting for retries or peers)
     confirmed: frozenset[str]
+    delivery: str | None  # how handing the certificate to the payee went; None: not yet
 
     @property
     def settled(self) -> bool:
@@ -313,8 +314,10 @@ class TicketState:
 
         Rejected, no quorum, fully propagated -- or certified and stalled (the money has
         moved; the remaining confirmations go on in the background)."""
-        return (self.rejected is not None or self.no_quorum is not None
-                or self.fully_propagated or (self.certified and self.stalled))
+        if self.rejected is not None or (self.no_quorum is not None and not self.certified):
+            return True
+        return self.certified and self.delivery is not None and (
+            self.fully_propagated or self.stalled)
 
 
 @dataclass
@@ -393,6 +396,7 @@ class PaymentSession:
         self._stopped_seq: int | None = None  # vote collection ended early for this seq
         self._no_quorum_seq: int | None = None  # NoQuorum reported for this seq
         self._certified_at: dict[int, float] = {}
+        self._delivery: dict[int, str | None] = {}
         self._final_seq: int | None = None
         self._propagated_seq: int | None = None
         self._stalled = False
@@ -440,6 +444,8 @@ class PaymentSession:
             fully_propagated=older or (certified and confirmed >= self.committee.names),
             stalled=self._stalled,
             confirmed=confirmed,
+            delivery=self._delivery[seq] if seq in self._delivery else (
+                "before this session" if certified else None),
         )
 
     def progress(self) -> dict[str, object]:
@@ -556,6 +562,9 @@ class PaymentSession:
         sync_id = self._next_sync_id
         self._next_sync_id += 1
         names = {n for n, a in self._auth.items() if a.reachable}
+        if not names:
+            self._events.append(SyncDone(sync_id, ()))
+            return sync_id
         self._syncs[sync_id] = names
         self._sync_reached[sync_id] = []
         for n in names:
@@ -569,6 +578,12 @@ class PaymentSession:
         seq = self._requests[ticket].sequence_number
         if seq is not None:
             self.reported_sequence_number = max(self.reported_sequence_number, seq)
+
+    def payee_answered(self, sequence_number: int, outcome: str, now: float) -> None:
+        """How the :class:`DeliverToPayee` for ``sequence_number`` went (for people:
+        ``delivered``, ``unreachable: ...``, ``not attempted: ...``)."""
+        self._delivery[sequence_number] = outcome
+        self._update(now)
 
     def handle_timer(self, now: float) -> None:
         """Call when :meth:`get_timer`'s time has come."""
@@ -772,6 +787,7 @@ class PaymentSession:
         seq = cert.value.transfer.sequence_number
         self._certified_at[seq] = self._now
         self._events.append(CertificateFormed(seq, cert))
+        self._delivery[seq] = None
         self._actions.append(DeliverToPayee(cert))
         for a in self._auth.values():
             a.refused = None

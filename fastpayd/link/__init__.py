@@ -6,14 +6,20 @@ A :class:`Link` does three things for a node:
   ``handler.handle(message, peer)`` (see :mod:`fastpayd.link.stream` for the pump);
 * opens request channels to named peers: ``await link.connect("auth2")`` returns a
   :class:`~fastpayd.link.stream.ClientConnection` (cached while it stays open);
-* reports what it sees: ``peers()`` for the control socket, events for the metrics.
+* reports what it sees: ``peers()`` for the control socket, events for the metrics;
+* says which authorities it can reach *now* (:meth:`Link.reachable_authorities`, best
+  first), how many it can work with at once (:attr:`Link.max_parallel`), calls the
+  callbacks given to :meth:`Link.on_change` when that changes, and lets go of a peer
+  (:meth:`Link.release`).  The client's payment session plans with exactly this, so it
+  never guesses what a link can do.
 
 Kinds:
 
 * ``ip`` (:mod:`fastpayd.link.ip`): static endpoints from the committee file; TCP on
   loopback or a LAN.  For tests, benchmarks and wired deployments.
-* ``wifidirect`` (to come, ``fastpayd/link/wifidirect.py``): discovery through
-  wpa_supplicant's P2P API, addresses from the group; same framed TCP once joined.
+* ``wifidirect`` (:mod:`fastpayd.link.wifidirect`): discovery through wpa_supplicant's
+  P2P API, addresses from the group; same framed TCP once joined.  Reaches the
+  authorities in range, one group (so one authority) at a time.
 
 A link is an async context manager: ``async with make_link(...) as link`` always closes.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
@@ -65,6 +72,8 @@ class Link(abc.ABC):
     """A node's attachment to its peers (see module docstring)."""
 
     kind: ClassVar[str]
+    #: How many peers the link can work with at once; None: any number (IP).
+    max_parallel: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -77,6 +86,7 @@ class Link(abc.ABC):
         self.directory = dict(directory)
         self.events = events
         self.self_name = self_name
+        self._change_callbacks: list[Callable[[], None]] = []
 
     @abc.abstractmethod
     async def start(self, handler: RequestHandler | None) -> None:
@@ -102,6 +112,28 @@ class Link(abc.ABC):
     def stats(self) -> dict[str, Any]:
         """Counters for ``status``."""
         return {}
+
+    def reachable_authorities(self) -> list[str]:
+        """Authorities that can be reached now, those worth trying first first.
+
+        The base (static endpoints): every authority of the directory, always."""
+        return sorted(n for n, e in self.directory.items() if e.role == "authority")
+
+    def in_range(self) -> list[dict[str, Any]] | None:
+        """Authorities in radio range with signal and freshness; None on a link without range."""
+        return None
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever :meth:`reachable_authorities` may have changed."""
+        self._change_callbacks.append(callback)
+
+    def _changed(self) -> None:
+        for callback in list(self._change_callbacks):
+            callback()
+
+    def release(self, peer: str) -> None:
+        """The caller has nothing more for ``peer`` now (a mobile link leaves its group)."""
+        return None
 
     def update_directory(self, directory: dict[str, PeerEntry]) -> None:
         """Replace the peers directory (SIGHUP)."""

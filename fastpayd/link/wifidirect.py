@@ -112,6 +112,7 @@ class _Session:
 
 class WifiDirectLink(Link):
     kind = "wifidirect"
+    max_parallel = 1  # one P2P group at a time
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -145,7 +146,7 @@ class WifiDirectLink(Link):
         self._in_range: dict[str, AuthorityPeer] = {}  # authority name → peer
         self._missed: dict[str, int] = {}  # authority name → full rounds it did not answer
         self._heard_at: dict[str, float] = {}  # authority name → its latest service answer
-        self._changed = asyncio.Event()
+        self._table_changed = asyncio.Event()
         self._want_radio = 0
         self._radio_idle = asyncio.Event()  # no join waits for the radio, no session is up
         self._radio_idle.set()
@@ -175,8 +176,9 @@ class WifiDirectLink(Link):
             self._table_remove_address(fields.get("address", ""), "lost")
 
     def _pulse(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._table_changed.set()
+        self._table_changed = asyncio.Event()
+        self._changed()
 
     def _table_add(self, address: str, heard: bool = False) -> None:
         """(Re)enter the authority at ``address``; ``heard``: it just answered a query."""
@@ -352,10 +354,14 @@ class WifiDirectLink(Link):
                  "seen_ago": round(now - p.discovered_at, 3), "fresh": fresh(n)}
                 for n, p in peers]
 
+    def reachable_authorities(self) -> list[str]:
+        """Fresh authorities in range, best first (see :meth:`in_range`)."""
+        return [r["name"] for r in self.in_range() if r["fresh"]]
+
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the in-range table changes, or after ``timeout`` seconds."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._table_changed.wait(), timeout)
 
     # -- sessions (client) -------------------------------------------------------------
 

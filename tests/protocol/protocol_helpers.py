@@ -188,6 +188,8 @@ class SessionDriver:
                 self.released.append(act.authority)
             elif isinstance(act, DeliverToPayee):
                 self.delivered.append(act.certificate)
+                s.payee_answered(act.certificate.value.transfer.sequence_number, "delivered",
+                                 self.clock)
         for act in in_flight:
             name = act.authority  # type: ignore[attr-defined]
             if name in self.down:
