@@ -133,8 +133,31 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets (connects succeed) but answers nothing."""
+        assert self.alive
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.alive
+        os.kill(self.pid, signal.SIGCONT)
+
     async def control(self, cmd: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
         return await control_request(self.socket_path, {"cmd": cmd, **fields}, timeout)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class LocalNet:
@@ -153,6 +176,17 @@ class LocalNet:
         d = Daemon(self.root / f"{name}.toml", self.root, env)
         self.daemons.append(d)
         return d
+
+    def tune(self, name: str, link: dict[str, Any] | None = None,
+             tables: dict[str, dict[str, Any]] | None = None) -> None:
+        """Add keys to ``name``'s config: ``link`` into ``[link]`` (the generated file's
+        last table), each of ``tables`` as a new ``[table]`` after it."""
+        cfg = self.root / f"{name}.toml"
+        lines = [f"{k} = {_toml(v)}" for k, v in (link or {}).items()]
+        for table, keys in (tables or {}).items():
+            lines += [f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in keys.items())]
+        with open(cfg, "a") as fh:
+            fh.write("\n".join(lines) + "\n")
 
     def port(self, name: str) -> int:
         entry = self.committee.authority(name) or self.committee.client_by_name(name)
