@@ -404,6 +404,7 @@ class ClientNode(Node):
                                + "; the daemon keeps trying the authorities it could not "
                                "reach (`fastpay progress` follows it)")
         answer: dict[str, Any] = {
+            **self.transfer_progress(),
             "sequence_number": seq, "recipient": self.account_label(recipient),
             "amount": amount, "certificate": state.certified, "final": state.final,
             "fully_propagated": state.fully_propagated,
@@ -421,9 +422,6 @@ class ClientNode(Node):
             t0 = self._started_at.get(seq) if seq is not None else None
             if t0 is not None:
                 answer["latency"] = round(asyncio.get_running_loop().time() - t0, 6)
-        else:
-            answer.update(self.transfer_progress())
-            answer["sequence_number"] = seq
         return answer
 
     async def do_progress(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -304,7 +304,7 @@ class TicketState:
     certified: bool
     final: bool
     fully_propagated: bool
-    stalled: bool  # nothing can progress now (waiting for retries or peers)
+    stalled: bool  # nothing can progress now on an always-reachable committee (retries)
     confirmed: frozenset[str]
     delivery: str | None  # how handing the certificate to the payee went; None: not yet
 
@@ -442,7 +442,9 @@ class PaymentSession:
             certified=certified,
             final=older or (certified and weight >= self.committee.quorum_threshold),
             fully_propagated=older or (certified and confirmed >= self.committee.names),
-            stalled=self._stalled,
+            # On a mobile link a pause between authorities is the normal state of things,
+            # not an outcome to report: only an always-reachable committee stalls.
+            stalled=self._stalled and self._always_reachable,
             confirmed=confirmed,
             delivery=self._delivery[seq] if seq in self._delivery else (
                 "before this session" if certified else None),

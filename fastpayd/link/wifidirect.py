@@ -1,4 +1,4 @@
-"""The WiFi Direct link: :mod:`fastpayd.wifidirect` adapted to the daemon's :class:`Link`.
+"""The daemon's WiFi Direct link: :mod:`fastpayd.wifidirect`'s radio verbs as a :class:`Link`.
 
 Authority (``start(handler)``):
   advertise the FastPay record (name, public key, committee id, port) and keep a P2P group
@@ -20,8 +20,9 @@ Client:
   ``linger`` seconds without a request in flight, or at once when the group ends or the
   authority is lost (the connection then fails every outstanding request with LinkError).
 
-  ``in_range()`` and ``wait_for_change()`` let the mobile client (``fastpayd.client``)
-  visit authorities as they come into range.  Certificates reach a recipient through the
+  ``reachable_authorities()`` (fresh ones in range, best first), ``max_parallel = 1``,
+  ``on_change`` and ``release`` let the client's payment session visit authorities as
+  they come into range.  Certificates reach a recipient through the
   authorities (it picks them up with ``sync``): clients do not run groups of their own,
   since a P2P interface with ``p2p_no_group_iface`` can be in one group at a time and a
   client must stay free to join authorities.
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import socket
 import time
@@ -69,7 +69,7 @@ from fastpayd.wifidirect import (
     WifiDirectClient,
     WifiDirectError,
 )
-from fastpayd.wifidirect.link import DEFAULT_FREQUENCY, Membership
+from fastpayd.wifidirect.radio import DEFAULT_FREQUENCY, Membership
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,6 @@ class WifiDirectLink(Link):
         self._in_range: dict[str, AuthorityPeer] = {}  # authority name → peer
         self._missed: dict[str, int] = {}  # authority name → full rounds it did not answer
         self._heard_at: dict[str, float] = {}  # authority name → its latest service answer
-        self._table_changed = asyncio.Event()
         self._want_radio = 0
         self._radio_idle = asyncio.Event()  # no join waits for the radio, no session is up
         self._radio_idle.set()
@@ -157,16 +156,14 @@ class WifiDirectLink(Link):
     # -- plumbing ----------------------------------------------------------------------
 
     def _committee(self, handler: RequestHandler | None) -> str:
+        """The committee id to advertise and look for: ``[link] committee`` or the node's."""
         if self._committee_id:
             return str(self._committee_id)
         committee = getattr(handler, "committee", None)
         cid = getattr(committee, "committee_id", None)
-        if isinstance(cid, str):
-            return cid
-        # No node to ask (tests): a committee identity both sides derive alike.
-        keys = sorted((n, p.key.hex()) for n, p in self.directory.items()
-                      if p.role == "authority")
-        return "c-" + hashlib.sha256(repr(keys).encode()).hexdigest()[:16]
+        if not isinstance(cid, str):
+            raise LinkError("WiFi Direct needs a committee id: the node's, or [link] committee")
+        return cid
 
     def _on_wd_event(self, name: str, **fields: Any) -> None:
         self.events.emit(name, **fields)
@@ -176,8 +173,6 @@ class WifiDirectLink(Link):
             self._table_remove_address(fields.get("address", ""), "lost")
 
     def _pulse(self) -> None:
-        self._table_changed.set()
-        self._table_changed = asyncio.Event()
         self._changed()
 
     def _table_add(self, address: str, heard: bool = False) -> None:
@@ -357,11 +352,6 @@ class WifiDirectLink(Link):
     def reachable_authorities(self) -> list[str]:
         """Fresh authorities in range, best first (see :meth:`in_range`)."""
         return [r["name"] for r in self.in_range() if r["fresh"]]
-
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when the in-range table changes, or after ``timeout`` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._table_changed.wait(), timeout)
 
     # -- sessions (client) -------------------------------------------------------------
 

@@ -1,14 +1,16 @@
-"""The WiFi Direct link of fastpayd: wpa_supplicant over D-Bus, FastPay service discovery,
-P2P groups and link-local sockets.
+"""WiFi Direct for fastpayd: wpa_supplicant over D-Bus, FastPay service discovery, P2P groups.
 
-Public names:
+Three modules, three jobs (the daemon's :class:`~fastpayd.link.Link` on top of them is
+:mod:`fastpayd.link.wifidirect`):
 
-* :class:`WifiDirectAuthority` -- advertise a :class:`FastPayRecord`, keep a group up
-  as GO, admit clients, ``serve()`` TCP on the advertised port;
-* :class:`WifiDirectClient` -- ``discover()`` authorities of a committee in range,
-  ``session(peer)`` to join, talk framed msgpack, and leave;
-* :class:`WpaManager` -- the D-Bus mirror of one wpa_supplicant interface;
-* :func:`read_frame` / :func:`write_frame` -- :mod:`fastpayd.framing` frames on streams.
+* :mod:`.manager` -- :class:`WpaManager`, the D-Bus mirror of one wpa_supplicant
+  interface (signals subscribed before state is read, one error helper), names in
+  :mod:`.defs`;
+* :mod:`.radio` -- the radio verbs: :class:`WifiDirectAuthority` (advertise a
+  :class:`FastPayRecord`, keep a group up as GO, admit clients) and
+  :class:`WifiDirectClient` (``discover()`` authorities of a committee in range,
+  ``membership(peer)`` to join and leave, ``open_tcp()`` to the GO);
+* :mod:`.service` -- the FastPay service record and its Bonjour TLVs.
 """
 
 from fastpayd.wifidirect.errors import (
@@ -19,17 +21,15 @@ from fastpayd.wifidirect.errors import (
     WifiDirectError,
     WpaError,
 )
-from fastpayd.wifidirect.link import (
+from fastpayd.wifidirect.manager import WpaManager
+from fastpayd.wifidirect.radio import (
     EVENTS,
     AuthorityPeer,
     Membership,
     WifiDirectAuthority,
     WifiDirectClient,
     link_local_from_mac,
-    read_frame,
-    write_frame,
 )
-from fastpayd.wifidirect.manager import WpaManager
 from fastpayd.wifidirect.service import FastPayRecord
 
 __all__ = [
@@ -47,6 +47,4 @@ __all__ = [
     "WpaError",
     "WpaManager",
     "link_local_from_mac",
-    "read_frame",
-    "write_frame",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 from fastpayd.config import LinkConfig
 from fastpayd.link import PeerEntry
 from fastpayd.link.wifidirect import WifiDirectLink
-from fastpayd.wifidirect.link import AuthorityPeer
+from fastpayd.wifidirect.radio import AuthorityPeer
 from fastpayd.wifidirect.service import FastPayRecord
 
 

@@ -31,7 +31,7 @@ from fastpayd.control import control_request
 from fastpayd.keys import read_key
 from fastpayd.node import build_committee
 from fastpayd.testnet import generate_testnet
-from fastpayd.wifidirect import WifiDirectClient, read_frame, write_frame
+from fastpayd.wifidirect import WifiDirectClient
 from protocol import (
     Error,
     SignedTransferOrder,
@@ -40,6 +40,7 @@ from protocol import (
     decode,
     encode,
 )
+from tests.wifidirect.streams import read_frame, session, write_frame
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -302,7 +303,7 @@ async def test_d_client_killed_after_first_vote_resumes(
 
 
 async def _send_order(client: WifiDirectClient, peer: Any, order: TransferOrder) -> Any:
-    async with client.session(peer, timeout=120.0) as (reader, writer):
+    async with session(client, peer, timeout=120.0) as (reader, writer):
         await write_frame(writer, encode(order))
         return decode(await asyncio.wait_for(read_frame(reader), 60))
 

@@ -21,10 +21,9 @@ from fastpayd.wifidirect import (
     FastPayRecord,
     WifiDirectAuthority,
     WifiDirectClient,
-    read_frame,
-    write_frame,
 )
 from fastpayd.wifidirect.service import records_from_tlvs
+from tests.wifidirect.streams import read_frame, serve, session, write_frame
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -54,7 +53,7 @@ async def start_authority(st: Any, rec: FastPayRecord, on_event: Any,
 
     await auth.start()
     if echo:
-        auth._server = await auth.serve(handler)  # type: ignore[attr-defined]
+        auth._server = await serve(auth, handler)  # type: ignore[attr-defined]
     return auth
 
 
@@ -83,7 +82,7 @@ async def discover_and_echo(st: Any, on_event: Any, authority: str, payload: Any
         out["discover_s"] = time.monotonic() - t0
         peer = next(p for p in peers if p.address == authority)
         t1 = time.monotonic()
-        async with client.session(peer, timeout=120.0) as (reader, writer):
+        async with session(client, peer, timeout=120.0) as (reader, writer):
             out["connected_s"] = time.monotonic() - t1
             t2 = time.monotonic()
             await write_frame(writer, msgpack.packb(payload))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import pytest
 
-from fastpayd.framing import DEFAULT_MAX_FRAME, FramingError, encode_frame
-from fastpayd.wifidirect import FastPayRecord, RecordError, link_local_from_mac, read_frame
+from fastpayd.wifidirect import FastPayRecord, RecordError, link_local_from_mac
 from fastpayd.wifidirect.service import (
     bonjour_all_query,
     decode_txt,
@@ -75,16 +73,3 @@ def test_wps_pin_has_valid_checksum() -> None:
 def test_link_local_from_mac_is_eui64() -> None:
     assert link_local_from_mac("02:00:00:00:01:00") == "fe80::ff:fe00:100"
     assert link_local_from_mac("42:01:02:03:04:05") == "fe80::4001:2ff:fe03:405"
-
-
-async def test_frames_round_trip_and_limits() -> None:
-    reader = asyncio.StreamReader()
-    reader.feed_data(encode_frame(b"abc") + struct.pack(">I", DEFAULT_MAX_FRAME + 1))
-    reader.feed_eof()
-    assert await read_frame(reader) == b"abc"
-    with pytest.raises(FramingError):
-        await read_frame(reader)
-    empty = asyncio.StreamReader()
-    empty.feed_eof()
-    with pytest.raises(EOFError):
-        await read_frame(empty)

@@ -1,4 +1,9 @@
-"""The WiFi Direct link: an authority keeps a P2P group up; clients find, join, talk, leave.
+"""The radio verbs of WiFi Direct: an authority keeps a P2P group up; clients find, join, leave.
+
+(Three files, three jobs: :mod:`fastpayd.wifidirect.manager` mirrors one wpa_supplicant
+interface over D-Bus; this module says what a FastPay node does with the radio, in
+those terms; :mod:`fastpayd.link.wifidirect` is the daemon's :class:`~fastpayd.link.Link`
+built on top.)
 
 Authority side (:class:`WifiDirectAuthority`):
   advertise the FastPay record (two Bonjour services, see :mod:`.service`) → start an
@@ -13,11 +18,11 @@ Client side (:class:`WifiDirectClient`):
   :meth:`~WifiDirectClient.discover` runs P2P ``Find``; every device found gets a
   Bonjour service-discovery query; devices whose answer holds a FastPay authority record
   of our committee are returned, strongest signal first; everything else is ignored.
-  :meth:`~WifiDirectClient.session` joins that authority's running group
-  (``Connect`` with ``join`` and the committee PIN; retried on WPS/formation failure),
-  opens a TCP connection to the GO's IPv6 link-local address on the group interface
-  and yields ``(reader, writer)``; on exit (or when the group ends because the peer went
-  out of range) it closes the socket and leaves the group.
+  :meth:`~WifiDirectClient.membership` joins that authority's running group
+  (``Connect`` with ``join`` and the committee PIN; retried on WPS/formation failure)
+  and leaves it on exit, reporting when the group ends under us (the peer went out of
+  range); :meth:`~WifiDirectClient.open_tcp` connects to the GO's IPv6 link-local
+  address on the group interface with the caller's protocol factory.
 
 Addressing: IPv6 link-local, so nobody has to assign addresses (no CAP_NET_ADMIN, no IP
 tables). The GO's address is derived from its interface address (the group's BSSID) by
@@ -36,13 +41,11 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastpayd.framing import DEFAULT_MAX_FRAME, FrameDecoder, FramingError, encode_frame
 from fastpayd.wifidirect import defs, service
 from fastpayd.wifidirect.errors import FormationFailed, PeerGone, WifiDirectError, WpaError
 from fastpayd.wifidirect.manager import Group, Peer, Signal, WpaManager
@@ -116,34 +119,6 @@ class Membership:
                 log.exception("on_gone callback failed")
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
-    """Read one frame (:mod:`fastpayd.framing`) from a stream; EOFError on a clean end.
-
-    Raises FramingError for a bad header or a frame cut short.
-    """
-    decoder = FrameDecoder(max_frame)
-    try:
-        header = await reader.readexactly(4)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise EOFError("connection closed") from exc
-        raise FramingError("truncated frame header") from exc
-    frames = decoder.feed(header)
-    size = int.from_bytes(header, "big")
-    try:
-        frames = decoder.feed(await reader.readexactly(size))
-    except asyncio.IncompleteReadError as exc:
-        raise FramingError("truncated frame") from exc
-    return frames[0]
-
-
-async def write_frame(writer: asyncio.StreamWriter, payload: bytes,
-                      max_frame: int = DEFAULT_MAX_FRAME) -> None:
-    """Write one frame holding ``payload`` and wait until it is handed to the kernel."""
-    writer.write(encode_frame(payload, max_frame))
-    await writer.drain()
-
-
 class _Emitter:
     def __init__(self, on_event: EventCallback | None) -> None:
         self._on_event = on_event or _noop
@@ -159,7 +134,8 @@ class _Emitter:
 class WifiDirectAuthority(_Emitter):
     """An authority's side of the link: advertise, keep a group up as GO, admit clients.
 
-    Use as ``async with WifiDirectAuthority(record) as auth: server = await auth.serve(h)``.
+    Use as ``async with WifiDirectAuthority(record) as auth: ...`` and serve TCP on
+    ``[::]:record.port`` (the daemon's link does, with its framed protocol).
     """
 
     def __init__(self, record: FastPayRecord, ifname: str = "wlan0",
@@ -264,15 +240,6 @@ class WifiDirectAuthority(_Emitter):
         """The network interface the group runs on (where clients reach us)."""
         return self.group.ifname if self.group else ""
 
-    async def serve(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                            Awaitable[None]]) -> asyncio.Server:
-        """Listen on ``[::]:port`` (the advertised port) and return the server.
-
-        Clients reach it through the GO's link-local address on the group interface.
-        """
-        return await asyncio.start_server(handler, host="::", port=self.record.port,
-                                          family=socket.AF_INET6, reuse_address=True)
-
     async def stop(self) -> None:
         """End the group and withdraw the record; safe to call twice."""
         self._stopping = True
@@ -302,7 +269,8 @@ class WifiDirectClient(_Emitter):
     """A client's side of the link: find authorities of one committee, talk to one at a time.
 
     ``async with WifiDirectClient("committee-1") as c:
-    peers = await c.discover(20); async with c.session(peers[0]) as (r, w): ...``
+    peers = await c.discover(20); async with c.membership(peers[0]) as m: ...`` (then
+    :meth:`open_tcp` on ``m.group``).
     """
 
     def __init__(self, committee: str, ifname: str = "wlan0", bus_address: str | None = None,
@@ -455,16 +423,14 @@ class WifiDirectClient(_Emitter):
         raise FormationFailed(f"could not join {peer.address}: {last}")
 
     async def open_tcp(self, group: Group, port: int, deadline: float,
-                       opener: Callable[[str, int], Awaitable[T]] | None = None
-                       ) -> tuple[T, str]:
+                       opener: Callable[[str, int], Awaitable[T]]) -> tuple[T, str]:
         """Connect to the GO of ``group`` on ``port``; retry until ``deadline``.
 
-        ``opener(host, port)`` makes the connection (default: ``asyncio.open_connection``,
-        returning ``(reader, writer)``); the daemon passes one that builds its framed
-        protocol. Returns ``(whatever opener returned, host)``.
+        ``opener(host, port)`` makes the connection (the daemon's builds its framed
+        protocol). Returns ``(whatever opener returned, host)``.
         """
         host = f"{link_local_from_mac(group.bssid)}%{group.ifname}"
-        open_fn: Callable[[str, int], Awaitable[Any]] = opener or asyncio.open_connection
+        open_fn = opener
         delay = 0.05
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -518,32 +484,6 @@ class WifiDirectClient(_Emitter):
             await self._leave(group)
             self.emit("group_left", address=peer.address, authority=peer.record.name,
                       reason=member.reason, duration=time.monotonic() - group.started_at)
-
-    @contextlib.asynccontextmanager
-    async def session(self, peer: AuthorityPeer, timeout: float = 90.0, attempts: int = 3
-                      ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-        """Join ``peer``'s group, connect to it, yield ``(reader, writer)``, then leave.
-
-        Raises FormationFailed if the group cannot be joined and PeerGone if no TCP
-        connection can be made before ``timeout``. If the group ends while the body runs
-        (the authority went out of range), the socket is closed, so reads end with EOF.
-        """
-        t0 = time.monotonic()
-        async with self.membership(peer, timeout, attempts) as member:
-            streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]
-            streams, host = await self.open_tcp(member.group, peer.record.port, member.deadline)
-            reader, writer = streams
-            member.on_gone.append(writer.close)
-            if member.gone.is_set():
-                writer.close()
-            self.emit("session_opened", address=peer.address, host=host,
-                      elapsed=time.monotonic() - t0)
-            try:
-                yield reader, writer
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
 
     async def _leave(self, group: Group) -> None:
         if group.path not in self.manager.groups:
