@@ -55,6 +55,7 @@ import time
 from typing import Any
 
 from fastpayd.link import Link
+from fastpayd.link.inrange import InRangeTable, Left
 from fastpayd.link.stream import (
     ClientConnection,
     ConnectionTracker,
@@ -143,9 +144,7 @@ class WifiDirectLink(Link):
         self._round: asyncio.Task[Any] | None = None
         self._discovery: asyncio.Task[None] | None = None
         self._session: _Session | None = None
-        self._in_range: dict[str, AuthorityPeer] = {}  # authority name → peer
-        self._missed: dict[str, int] = {}  # authority name → full rounds it did not answer
-        self._heard_at: dict[str, float] = {}  # authority name → its latest service answer
+        self.table = InRangeTable(self.stale_rounds, self.fresh_for)
         self._want_radio = 0
         self._radio_idle = asyncio.Event()  # no join waits for the radio, no session is up
         self._radio_idle.set()
@@ -187,48 +186,26 @@ class WifiDirectLink(Link):
             self.events.emit("peer_ignored", address=address, authority=name,
                              reason="not in our committee file (name or key differs)")
             return
-        entering = name not in self._in_range
-        self._in_range[name] = peer
-        if heard:
-            self._missed.pop(name, None)
-            self._heard_at[name] = time.monotonic()
-        if entering:
+        if self.table.heard(name, peer, time.monotonic(), answered=heard) is not None:
             self.events.emit("authority_in_range", authority=name, address=address,
                              level=peer.level)
         self._pulse()
 
+    def _table_left(self, gone: list[Left]) -> None:
+        for left in gone:
+            if self._client is not None:
+                self._client.authorities.pop(left.peer.address, None)
+            self.events.emit("authority_out_of_range", authority=left.name,
+                             address=left.peer.address, reason=left.reason)
+        if gone:
+            self._pulse()
+
     def _table_remove_address(self, address: str, reason: str) -> None:
-        for name, peer in list(self._in_range.items()):
-            if peer.address == address:
-                self._table_remove(name, reason)
-
-    def _age_table(self, heard: set[str]) -> None:
-        """After a whole discovery round: drop authorities silent for ``stale_rounds``.
-
-        wpa_supplicant reports ``DeviceLost`` only when a peer entry expires (about a
-        minute after the last frame heard from it); every round re-asks each known
-        authority for its service record, so one that missed ``stale_rounds`` rounds in a
-        row has walked out of range long before that.  0 disables this."""
-        for name, peer in list(self._in_range.items()):
-            if peer.address in heard:
-                self._missed.pop(name, None)
-                continue
-            missed = self._missed.get(name, 0) + 1
-            if self.stale_rounds and missed >= self.stale_rounds:
-                self._table_remove(name, f"no answer in {missed} discovery rounds")
-            else:
-                self._missed[name] = missed
+        self._table_left(self.table.remove_address(address, reason))
 
     def _table_remove(self, name: str, reason: str) -> None:
-        self._missed.pop(name, None)
-        self._heard_at.pop(name, None)
-        peer = self._in_range.pop(name, None)
-        if peer is not None:
-            if self._client is not None:
-                self._client.authorities.pop(peer.address, None)
-            self.events.emit("authority_out_of_range", authority=name, address=peer.address,
-                             reason=reason)
-            self._pulse()
+        left = self.table.remove(name, reason)
+        self._table_left([left] if left is not None else [])
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -317,7 +294,7 @@ class WifiDirectLink(Link):
                 try:
                     heard = await self._round
                     self._counts["discovery_rounds"] += 1
-                    self._age_table({p.address for p in heard})
+                    self._table_left(self.table.round_finished(p.address for p in heard))
                 except asyncio.CancelledError:
                     if self._closing or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                         raise
@@ -330,28 +307,13 @@ class WifiDirectLink(Link):
             await asyncio.sleep(self.discovery_pause)
 
     def in_range(self) -> list[dict[str, Any]]:
-        """Authorities of our committee in range now: ``fresh`` ones (a service answer
-        within ``fresh_for`` seconds, about one discovery round) first, then by signal.
-
-        One not heard for longer -- the last round missed it, or we spent a while in
-        groups -- may have been walked away from: a join to it can only fail after
-        ``join_timeout``, so the mobile client waits for the next round instead (known
-        authorities answer within a second of a round's start)."""
-        now = time.monotonic()
-
-        def fresh(name: str) -> bool:
-            return now - self._heard_at.get(name, -1e9) <= self.fresh_for
-
-        peers = sorted(self._in_range.items(),
-                       key=lambda kv: (not fresh(kv[0]),
-                                       -(kv[1].level if kv[1].level is not None else -999)))
-        return [{"name": n, "address": p.address, "level": p.level,
-                 "seen_ago": round(now - p.discovered_at, 3), "fresh": fresh(n)}
-                for n, p in peers]
+        """Authorities of our committee in range now, fresh ones first (see
+        :mod:`fastpayd.link.inrange`)."""
+        return self.table.rows(time.monotonic())
 
     def reachable_authorities(self) -> list[str]:
-        """Fresh authorities in range, best first (see :meth:`in_range`)."""
-        return [r["name"] for r in self.in_range() if r["fresh"]]
+        """Fresh authorities in range, best first: those worth a join now."""
+        return self.table.reachable(time.monotonic())
 
     # -- sessions (client) -------------------------------------------------------------
 
@@ -363,7 +325,7 @@ class WifiDirectLink(Link):
             conn = await asyncio.shield(session.ready)
             if conn.is_open:
                 return conn  # type: ignore[no-any-return]
-        ap = self._in_range.get(peer)
+        ap = self.table.get(peer)
         if ap is None:
             err = f"{peer} is not in range" if peer in self.directory else f"unknown {peer!r}"
             self._last_error[peer] = err
@@ -488,7 +450,7 @@ class WifiDirectLink(Link):
         for name, entry in sorted(self.directory.items()):
             if name == self.self_name:
                 continue
-            ap = self._in_range.get(name)
+            ap = self.table.get(name)
             out.append({
                 "name": name,
                 "role": entry.role,
