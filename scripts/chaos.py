@@ -299,7 +299,7 @@ class Chaos:
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             try:
-                snap = await self.snapshot()
+                snap: Any = await self.snapshot()
             except (OSError, TimeoutError, ConnectionError, KeyError) as exc:
                 snap = f"unreadable: {exc}"
             now = time.monotonic()
