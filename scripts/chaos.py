@@ -373,7 +373,11 @@ class Chaos:
                 self.violations.append(f"{when}: supply at {a} is {supply}, genesis {total}")
 
     def check_votes(self) -> None:
-        """No authority voted for two different orders for one (sender, seq)."""
+        """No authority voted for two different orders for one (sender, seq), and no client
+        signed two (votes of different authorities for different amounts).  The events
+        carry (sender, seq, amount): orders differing only in recipient are caught by the
+        certificates check instead."""
+        everyone: dict[tuple[str, int], set[int]] = defaultdict(set)
         for a in self.auths:
             seen: dict[tuple[str, int], set[int]] = defaultdict(set)
             path = self.root / "state" / a / "events.jsonl"
@@ -386,9 +390,15 @@ class Chaos:
                     if e.get("event") == "vote_issued":
                         seen[(e["sender"], e["sequence_number"])].add(e["amount"])
             for (sender, seq), amounts in seen.items():
+                everyone[(sender, seq)] |= amounts
                 if len(amounts) > 1:
                     self.violations.append(f"{a} voted twice for ({sender[:8]}…, {seq}): "
                                            f"amounts {sorted(amounts)}")
+        for (sender, seq), amounts in sorted(everyone.items()):
+            if len(amounts) > 1:
+                self.violations.append(f"two orders signed for ({sender[:8]}…, {seq}): "
+                                       f"amounts {sorted(amounts)} (votes of different "
+                                       "authorities)")
 
     async def check_not_frozen(self) -> None:
         for i, c in enumerate(self.clients):
