@@ -523,10 +523,10 @@ async def test_client_refuses_overflowing_credits_and_keeps_running(make_testnet
         except LinkError as exc:
             answers.append(f"LinkError: {exc}")
     daemon = n.d["client1"]
+    assert isinstance(answers[1], Error) and answers[1].code not in ("", "InternalError"), (
+        f"the credit that overflows got {answers[1]!r}\n{n.logs('client1')}")
     assert daemon.alive, (f"client1 exited ({daemon.proc and daemon.proc.returncode}) after "
                           f"the credits; answers {answers}\n{n.logs('client1')}")
-    assert isinstance(answers[1], Error) and answers[1].code not in ("", "InternalError"), (
-        f"the credit that overflows got {answers[1]!r}")
     assert all(isinstance(a, ConfirmationAck | Error) for a in answers), answers
     applied = sum(U64_MAX for a in answers if isinstance(a, ConfirmationAck) and a.applied)
     assert await n.client_balance("client1") == applied
