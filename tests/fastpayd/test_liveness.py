@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from fastpayd_helpers import Daemon, LocalNet, open_connection, subprocess_env
 
+from fastpayd.control import control_request
 from fastpayd.keys import read_key
 from fastpayd.link.stream import LinkError
 from protocol import (
@@ -173,6 +174,15 @@ async def settled(n: Net, expected: dict[str, tuple[int, int]],
         await asyncio.sleep(0.2)
 
 
+async def voted_only(n: Net, voters: tuple[str, ...]) -> None:
+    """Set-up check: ``voters`` hold a pending vote for client0's order #0 and have settled
+    nothing (the others are stopped: they are not asked)."""
+    for a in voters:
+        v = await n.d[a].control("balance", account="client0")
+        assert (v["balance"], v["next_sequence_number"]) == (1000, 0), (a, v)
+        assert v["pending"] is not None and v["pending"]["sequence_number"] == 0, (a, v)
+
+
 def shown(out: subprocess.CompletedProcess[str]) -> str:
     return f"exit {out.returncode}\nstdout: {out.stdout}\nstderr: {out.stderr}"
 
@@ -221,8 +231,8 @@ async def test_frozen_account_after_confirmation_reached_only_half(make_testnet)
     d = n.d
     d["auth2"].pause()
     d["auth3"].pause()
-    first = await n.pay("client0", "client1", 7, timeout=10)
-    assert first.returncode != 0, shown(first)  # two votes of four: no quorum yet
+    await n.pay("client0", "client1", 7, timeout=10)  # two votes of four: no quorum yet
+    await voted_only(n, ("auth0", "auth1"))
     d["auth2"].resume()
     d["auth3"].resume()
     d["auth0"].pause()
@@ -271,8 +281,8 @@ async def _certificate_only_at_auth2_then_kill_client(n: Net) -> None:
     d = n.d
     d["auth2"].pause()
     d["auth3"].pause()
-    first = await n.pay("client0", "client1", 7, timeout=10)
-    assert first.returncode != 0, shown(first)  # votes of auth0, auth1 only
+    await n.pay("client0", "client1", 7, timeout=10)  # votes of auth0, auth1 only
+    await voted_only(n, ("auth0", "auth1"))
     for a in ("auth0", "auth1", "auth3"):
         d[a].kill()
     d["auth2"].resume()
@@ -397,9 +407,12 @@ async def test_one_authority_down_at_a_time_never_blocks_a_payment(make_testnet)
 
 async def test_transfer_cut_off_after_certificate_then_retyped_pays_once(make_testnet) -> None:
     """Issue: a ``transfer`` cut off after its certificate formed, then typed again, must
-    not pay twice.  auth3 is stopped so the first transfer is still unfinished (its
-    confirmation to auth3 outstanding) when the user's CLI dies and the same command is
-    typed again.  In the end 7 left client0 once, at every authority and at client0.
+    not pay twice.  auth3 is stopped, so when the user's CLI dies (right after the
+    certificate settled at auth0..auth2) the transfer is still unfinished: its
+    confirmation to auth3 is outstanding.  The same transfer is typed again (on the
+    control socket, as the CLI sends it); auth3 comes back once the daemon is working on
+    it (its first progress line or its answer; at the latest after 10 s).  In the end 7
+    left client0 once, at every authority and at client0.
 
     Today: it pays twice (client0 at 986, next sequence number 2, everywhere)."""
     n = await start_net(make_testnet, client_link={"request_timeout": 4.0})
@@ -407,14 +420,21 @@ async def test_transfer_cut_off_after_certificate_then_retyped_pays_once(make_te
     d["auth3"].pause()
     first = n.popen_cli("client0", "--json", "transfer", "client1", "7")
     try:
-        await eventually(lambda: _field(n.client_view("client0"), "next_sequence_number", 1),
-                         "client0's certificate for the first transfer to form")
+        await settled(n, {"client0": (993, 1)}, authorities=("auth0", "auth1", "auth2"))
     finally:
         first.kill()  # the user's CLI is cut off; the daemon goes on
         first.communicate()
-    again = await n.pay("client0", "client1", 7)
+    working = asyncio.Event()
+    again = asyncio.create_task(control_request(
+        d["client0"].socket_path, {"cmd": "transfer", "recipient": "client1", "amount": 7,
+                                   "timeout": 60.0},
+        90.0, lambda _progress: working.set()))
+    waiter = asyncio.create_task(working.wait())
+    await asyncio.wait({again, waiter}, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
     d["auth3"].resume()
-    assert again.returncode == 0, f"the retyped transfer: {shown(again)}"
+    answer = await again
+    assert answer.get("ok"), f"the retyped transfer: {answer}"
     await settled(n, {"client0": (993, 1), "client1": (1007, 0)})
     view = await n.client_view("client0")
     assert (view["balance"], view["next_sequence_number"]) == (993, 1), view
@@ -503,16 +523,12 @@ async def test_client_refuses_overflowing_credits_and_keeps_running(make_testnet
         except LinkError as exc:
             answers.append(f"LinkError: {exc}")
     daemon = n.d["client1"]
+    assert isinstance(answers[1], Error) and answers[1].code not in ("", "InternalError"), (
+        f"the credit that overflows got {answers[1]!r}\n{n.logs('client1')}")
     assert daemon.alive, (f"client1 exited ({daemon.proc and daemon.proc.returncode}) after "
                           f"the credits; answers {answers}\n{n.logs('client1')}")
-    assert isinstance(answers[1], Error) and answers[1].code not in ("", "InternalError"), (
-        f"the credit that overflows got {answers[1]!r}")
     assert all(isinstance(a, ConfirmationAck | Error) for a in answers), answers
     applied = sum(U64_MAX for a in answers if isinstance(a, ConfirmationAck) and a.applied)
     assert await n.client_balance("client1") == applied
     status = await daemon.control("status")
     assert status["ok"]
-
-
-async def _field(view: Awaitable[dict[str, Any]], name: str, at_least: int) -> bool:
-    return int((await view)[name]) >= at_least
