@@ -29,7 +29,8 @@ class IpLink(Link):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._server: asyncio.Server | None = None
-        self._tracker = ConnectionTracker(self.config.max_connections)
+        self._tracker = ConnectionTracker(self.config.max_connections,
+                                          self.config.max_connections_per_peer)
         self._out: dict[str, ClientConnection] = {}
         self._connecting: dict[str, asyncio.Future[ClientConnection]] = {}
         self._last_ok: dict[str, float] = {}
@@ -50,6 +51,8 @@ class IpLink(Link):
                 max_frame=cfg.max_frame,
                 idle_timeout=cfg.idle_timeout,
                 read_timeout=cfg.read_timeout,
+                write_timeout=cfg.write_timeout,
+                max_unsent=cfg.max_unsent,
                 on_event=self.events.emit,
             )
 
@@ -146,5 +149,6 @@ class IpLink(Link):
             "inbound_connections": len(self._tracker.active),
             "accepted": self._tracker.accepted,
             "refused": self._tracker.refused,
+            "dropped": self._tracker.dropped,
             "outbound_connections": sum(1 for c in self._out.values() if c.is_open),
         }
