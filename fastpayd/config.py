@@ -247,11 +247,14 @@ def load_node_config(path: Path | str) -> NodeConfig:
         idle_timeout=_number(link_t, "idle_timeout", 30.0, lw),
         read_timeout=_number(link_t, "read_timeout", 10.0, lw),
         write_timeout=_number(link_t, "write_timeout", 10.0, lw),
-        max_unsent=_count(link_t, "max_unsent", 4 << 20, lw, 1 << 16),
+        max_unsent=_count(link_t, "max_unsent", 4 << 20, lw, 20),
         connect_timeout=_number(link_t, "connect_timeout", 3.0, lw),
         request_timeout=_number(link_t, "request_timeout", 5.0, lw),
         options={k: v for k, v in link_t.items() if k not in LINK_KEYS},
     )
+    if link.max_unsent < link.max_frame + 4:
+        raise ConfigError(f"{lw}.max_unsent: must hold one whole frame (max_frame + 4 = "
+                          f"{link.max_frame + 4} bytes), got {link.max_unsent}")
     if link.max_connections_per_peer > link.max_connections:
         raise ConfigError(f"{lw}.max_connections_per_peer: must not exceed max_connections "
                           f"({link.max_connections})")

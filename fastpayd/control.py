@@ -81,9 +81,9 @@ class ControlError(Exception):
 class ControlSocketInUse(Exception):
     """A live daemon already answers on the control socket's path."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"{path}: control socket in use by a running daemon "
-                         "(refusing to take it over)")
+    def __init__(self, path: Path, where: str = "") -> None:
+        super().__init__(f"{where + ' = ' if where else ''}{path}: control socket in use by "
+                         "a running daemon (refusing to take it over)")
         self.path = path
 
 

@@ -30,7 +30,7 @@ from fastpayd.config import (
     load_committee_file,
     load_node_config,
 )
-from fastpayd.control import ControlError, ControlServer, Progress
+from fastpayd.control import ControlError, ControlServer, ControlSocketInUse, Progress
 from fastpayd.database import Database
 from fastpayd.events import EventLog
 from fastpayd.keys import KeyFileError, read_key
@@ -116,6 +116,9 @@ class Node:
             node.control = ControlServer(config.control_socket, node)
             try:
                 await stack.enter_async_context(node.control)
+            except ControlSocketInUse as exc:
+                raise ControlSocketInUse(exc.path, f"{config.path}: [node].control_socket"
+                                         ) from None
             except OSError as exc:
                 raise ConfigError(f"{config.path}: [node].control_socket = "
                                   f"{str(config.control_socket)!r}: "

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastpayd import wire
-from fastpayd.framing import FrameDecoder, FramingError, encode_frame
+from fastpayd.framing import HEADER_SIZE, FrameDecoder, FramingError, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ class ServerConnection(asyncio.Protocol):
         self._idle_timeout = idle_timeout
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
-        self._max_unsent = max(max_unsent or DEFAULT_MAX_UNSENT, 2 * max_frame + 16)
+        # At least one whole reply must fit, whatever the caller asked for.
+        self._max_unsent = max(max_unsent or DEFAULT_MAX_UNSENT, max_frame + HEADER_SIZE)
         self._on_event = on_event
         self._decoder = FrameDecoder(max_frame)
         self._transport: asyncio.Transport | None = None
