@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from fastpayd_helpers import Daemon, LocalNet, subprocess_env
 
-from fastpayd.control import control_request
 from fastpayd.keys import read_key
 from protocol import (
     AccountInfoRequest,
@@ -295,7 +294,7 @@ async def test_peer_that_never_reads_is_dropped(make_testnet, settings, reason) 
 async def test_one_address_cannot_hold_every_slot(make_testnet) -> None:
     net: LocalNet = make_testnet(authorities=4, clients=2)
     _set_link(net, "auth0", max_connections=8, max_connections_per_peer=3)
-    daemon = await asyncio.to_thread(net.daemon("auth0").start)
+    await asyncio.to_thread(net.daemon("auth0").start)
     held, refused = [], 0
     for _ in range(8):  # the whole global cap, from 127.0.0.2
         reader, writer = await _open(net, source="127.0.0.2")
