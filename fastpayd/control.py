@@ -63,8 +63,8 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "limit": ((int, type(None)), "a non-negative integer"),
     "timeout": (_NUMBER, "a positive number of seconds"),
 }
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_BRACKET = re.compile(rb"[\[\]{}]")
+# A JSON string (an unterminated one runs to the end: no rescan, linear time) or a bracket.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -128,14 +128,15 @@ def check_request(request: Any) -> str | None:
 def nesting_depth(line: bytes, stop_at: int) -> int:
     """The JSON nesting depth of ``line`` (strings skipped), counting at most to ``stop_at``."""
     depth = deepest = 0
-    for match in _BRACKET.finditer(_STRING.sub(b'""', line)):
-        if match.group() in (b"[", b"{"):
+    for match in _TOKEN.finditer(line):
+        token = match.group()
+        if token in (b"[", b"{"):
             depth += 1
             if depth > deepest:
                 deepest = depth
                 if deepest > stop_at:
                     break
-        else:
+        elif token in (b"]", b"}"):
             depth -= 1
     return deepest
 

@@ -203,10 +203,12 @@ async def test_dripping_peer_cut_at_read_timeout(slow_net) -> None:
     writer.close()
 
 
-async def test_pipelining_across_frame_boundaries_not_cut_off(slow_net) -> None:
-    """Writes that never end on a frame boundary, for many read timeouts: each frame
-    completes quickly, so none times out and every request is answered."""
-    net, daemon = slow_net
+async def test_pipelining_across_frame_boundaries_not_cut_off(make_testnet) -> None:
+    """Writes that never end on a frame boundary, for many read and idle timeouts: each
+    frame completes quickly, so none times out and every request is answered."""
+    net: LocalNet = make_testnet(authorities=4, clients=2)
+    _set_link(net, "auth0", read_timeout=READ, idle_timeout=1.2)
+    daemon = await asyncio.to_thread(net.daemon("auth0").start)
     reader, writer = await _open(net)
     frame = _info_request(net)
     half = len(frame) // 2
@@ -365,6 +367,7 @@ async def _control_line(path: Path, line: bytes) -> dict[str, Any]:
     b'{"cmd":7}',
     b"\xff\xfe",
     b"{" + b" " * (70 << 10) + b"}",
+    b'"' + b'\\"' * 20_000,  # an unterminated string of escaped quotes: linear, not n^2
 ])
 async def test_bad_control_requests_get_typed_errors(make_testnet, line: bytes) -> None:
     net: LocalNet = make_testnet(authorities=4, clients=2)
