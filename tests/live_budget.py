@@ -51,5 +51,6 @@ class ProgressBudget:
         """Why the run was stopped, for the tests that got no result."""
         if self.overall is not None and self.now() >= self.overall:
             return f"the live VM hit --live-vm-timeout ({self.overall - self.started:.0f} s)"
-        return (f"no live test made progress for --live-test-timeout ({self.per_test:.0f} s): "
-                "the test running then was stopped with the VM")
+        return (f"no live test reported for {self.per_test:.0f} s (--live-test-timeout; the "
+                "boot counts towards the first): the VM was stopped, and with it the test "
+                "running then, if any")
