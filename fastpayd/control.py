@@ -11,7 +11,9 @@ Input is bounded and checked before any command runs: a request line is at most
 stream has lost its place), JSON nesting at most ``MAX_DEPTH`` levels, and the fields
 every command shares (``FIELD_TYPES``) must have their documented types; each mistake is
 a typed ``BadRequest`` answer, never a traceback, and the socket keeps serving.  At most
-``MAX_CLIENTS`` connections are served at once (more get ``Busy`` and are closed).
+``MAX_CLIENTS`` connections are served at once (more get ``Busy`` and are closed), and
+a connection that sends no request for ``IDLE_TIMEOUT`` seconds gets ``Timeout`` and is
+closed (a command running for longer is not affected).
 
 Commands are the ``do_<verb>(request, progress)`` coroutines of the node object passed in
 (:class:`fastpayd.node.Node` and subclasses), so adding a command is adding a method; its
@@ -48,6 +50,7 @@ MAX_LINE = 1 << 20  # an answer line (events can be long)
 MAX_REQUEST_LINE = 64 << 10  # a request line
 MAX_DEPTH = 16  # JSON nesting of a request
 MAX_CLIENTS = 64  # control connections served at once
+IDLE_TIMEOUT = 300.0  # s a connection may wait between requests (not during a command)
 
 # Fields shared by the commands, with the types they must have (None is "absent").
 # Checked here so that a command never sees e.g. a string where it slices by an int.
@@ -215,7 +218,12 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    async with asyncio.timeout(IDLE_TIMEOUT):
+                        line = await reader.readline()
+                except TimeoutError:
+                    await _send(writer, _error("Timeout", f"no request within {IDLE_TIMEOUT:g} "
+                                               "s; closing"))
+                    return
                 except (ValueError, asyncio.LimitOverrunError):
                     await _send(writer, _error("BadRequest", "request line longer than "
                                                f"{MAX_REQUEST_LINE} bytes"))

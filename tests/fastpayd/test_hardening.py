@@ -378,6 +378,31 @@ async def test_bad_control_requests_get_typed_errors(make_testnet, line: bytes) 
     _no_traceback(daemon)
 
 
+async def test_control_connection_cap(make_testnet) -> None:
+    """64 idle control connections cannot lock the CLI out for good: the 65th is told
+    Busy, and a freed slot serves again."""
+    net: LocalNet = make_testnet(authorities=4, clients=2)
+    daemon = await asyncio.to_thread(net.daemon("auth0").start)
+    held = []
+    for _ in range(64):
+        reader, writer = await asyncio.open_unix_connection(str(daemon.socket_path))
+        writer.write(b'{"cmd": "status"}\n')  # an answer proves the slot is held
+        async with asyncio.timeout(15):
+            assert json.loads(await reader.readline())["ok"]
+        held.append(writer)
+    answer = await _control_line(daemon.socket_path, b'{"cmd": "status"}')
+    assert answer["ok"] is False and answer["error"]["code"] == "Busy", answer
+    held.pop().close()
+    async with asyncio.timeout(15):
+        while True:
+            answer = await _control_line(daemon.socket_path, b'{"cmd": "status"}')
+            if answer["ok"]:
+                break
+            await asyncio.sleep(0.05)  # until the daemon saw the close
+    for w in held:
+        w.close()
+
+
 # -- 8. events -----------------------------------------------------------------------------
 
 
