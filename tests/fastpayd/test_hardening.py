@@ -562,3 +562,19 @@ def test_role_flag_mismatch_exit_2(make_testnet) -> None:
     net: LocalNet = make_testnet(authorities=4, clients=2)
     out = _run_fastpayd("--role", "client", "--config", str(net.root / "auth0.toml"))
     _expect_config_error(out, "[node].role")
+
+
+def test_decoder_hands_back_frames_before_a_bad_header() -> None:
+    """The sans-I/O half of item 6: the frames a bad header follows travel on the error."""
+    from fastpayd.framing import EmptyFrame, FrameDecoder, FrameTooLarge
+
+    decoder = FrameDecoder(max_frame=64)
+    data = _frame(b"one") + _frame(b"two") + struct.pack(">I", 65) + b"x"
+    with pytest.raises(FrameTooLarge) as info:
+        decoder.feed(data)
+    assert info.value.frames == [b"one", b"two"]
+    decoder = FrameDecoder(max_frame=64)
+    assert decoder.feed(_frame(b"a")[:3]) == []
+    with pytest.raises(EmptyFrame) as empty:
+        decoder.feed(_frame(b"a")[3:] + b"\0\0\0\0")
+    assert empty.value.frames == [b"a"]
