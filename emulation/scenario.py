@@ -29,13 +29,19 @@ The format is documented in ``docs/scenarios.md``; in short::
     do = "move sta1 300,0"
     retry_for = 0                  # retry a failing line for this long (seconds)
 
-Unknown top-level keys and unknown station keys are kept (``Scenario.extra``,
-``StationSpec.extra``) rather than rejected: later layers (FastPay's roles, transfers)
-extend the format without this module knowing them.
+Everything is checked when the file is loaded, before any VM or station starts (a
+mistake found after a multi-minute boot costs the boot): every table's keys are known
+(an unknown key is an error naming the file, the key and the nearest known key), and
+every timeline line is a known command whose arguments have the right shape and name
+stations of the right role (``TIMELINE_COMMANDS``).  The keys FastPay's layer reads
+(``[fastpay]``, a station's ``weight``/``balance``) are part of the format and land in
+``Scenario.extra`` / ``StationSpec.extra`` for that layer.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +91,156 @@ class Scenario:
         raise KeyError(name)
 
 
-_KNOWN_TOP = {"name", "seed", "duration", "backend", "area", "medium", "stations", "timeline"}
-_KNOWN_STATION = {"name", "role", "position", "range", "mobility"}
+_KNOWN_TOP = frozenset({"name", "seed", "duration", "backend", "area", "medium", "stations",
+                        "timeline", "fastpay"})
+_LAYER_TOP = frozenset({"fastpay"})  # read by emulation/fastpay.py from Scenario.extra
+_KNOWN_AREA = frozenset({"x_min", "y_min", "x_max", "y_max"})
+_KNOWN_MEDIUM = frozenset({"tx_power", "exponent"})
+_KNOWN_STATION = frozenset({"name", "role", "position", "range", "mobility"})
+_FASTPAY_STATION = frozenset({"weight", "balance"})  # read by emulation/fastpay.py
+_KNOWN_TIMELINE = frozenset({"at", "do", "retry_for"})
+_KNOWN_FASTPAY = frozenset({"balance", "committee_id", "link"})
+# [fastpay] link = {...}: the [link] keys of fastpayd's node file (docs/config.md) that a
+# wifidirect daemon takes; the layer writes kind and interface itself.  (A copy: the
+# emulation never imports fastpayd; tests/emulation/test_scenario_strict.py compares.)
+FASTPAY_LINK_KEYS = frozenset({
+    "listen", "max_frame", "max_connections", "max_connections_per_peer", "idle_timeout",
+    "read_timeout", "write_timeout", "max_unsent", "connect_timeout", "request_timeout",
+    "port", "frequency", "bus", "discovery_window", "discovery_pause", "join_timeout",
+    "linger", "stale_rounds", "fresh_for", "committee",
+})
+
+# Timeline commands and the shape of their arguments (the CLI's commands, emulation/cli.py
+# and emulation/fastpay.py; a test keeps the two lists equal).  Argument kinds:
+#   STATION / NODE (authority or client) / CLIENT / AUTHORITY / PLAIN: a station name of
+#   that role;  ACCOUNT: a client station or a 64-hex address;  NUMBER: seconds >= 0;
+#   AMOUNT: an integer >= 0;  XY: "x,y";  TEXT: anything (the rest of the line);
+#   a|b: one of these words.  [KIND] optional (from there on), KIND* / KIND+ repeated.
+TIMELINE_COMMANDS: dict[str, str] = {
+    "nodes": "", "positions": "", "links": "", "stats": "", "report": "", "exit": "",
+    "quit": "", "EOF": "", "help": "TEXT*",
+    "move": "STATION XY",
+    "p2p_find": "STATION*",
+    "p2p_peers": "STATION",
+    "expect_peer": "[no] STATION STATION",
+    "py": "TEXT+",
+    "shell": "STATION",
+    "wait": "NUMBER",
+    "discover": "NODE*",
+    "expect_in_range": "CLIENT AUTHORITY*",
+    "wait_in_range": "CLIENT AUTHORITY+",
+    "mobile_transfer": "CLIENT ACCOUNT AMOUNT",
+    "progress": "CLIENT",
+    "wait_payment": "CLIENT [NUMBER]",
+    "receive": "CLIENT [AMOUNT] [NUMBER]",
+    "show_peers": "NODE",
+    "connection_status": "NODE",
+    "balances": "",
+    "expect_balance": "CLIENT AMOUNT",
+    "daemon": "stop|start|kill NODE",
+    "bare_join": "STATION STATION",
+}
+_ROLE_OF_KIND = {"CLIENT": ("client",), "AUTHORITY": ("authority",), "PLAIN": ("plain",),
+                 "NODE": ("authority", "client"), "STATION": None}
+_HEX_ADDRESS = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _check_keys(table: Any, known: frozenset[str], where: str) -> None:
+    """Raise ScenarioError for the first key of ``table`` not in ``known``."""
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{where}: expected a table")
+    for key in table:
+        if key not in known:
+            nearest = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = (f"did you mean '{nearest[0]}'?" if nearest
+                    else f"known keys: {', '.join(sorted(known))}")
+            raise ScenarioError(f"{where}: unknown key '{key}' ({hint})")
+
+
+def check_command(line: str, roles: dict[str, str]) -> None:
+    """Raise ValueError if ``line`` is not a valid CLI line for stations ``roles``
+    (name → role): an unknown command, a missing/extra/malformed argument, a station that
+    does not exist or has the wrong role."""
+    words = line.split()
+    if not words:
+        raise ValueError("empty command")
+    verb, args = words[0], words[1:]
+    if verb not in TIMELINE_COMMANDS:
+        if verb in roles:
+            if not args:
+                raise ValueError(f"'{verb}' needs a shell command after the station name")
+            return  # <station> <shell command>
+        nearest = difflib.get_close_matches(verb, sorted(TIMELINE_COMMANDS), n=1)
+        hint = f"did you mean '{nearest[0]}'?" if nearest else "not a command or a station"
+        raise ValueError(f"unknown command '{verb}' ({hint})")
+    spec = TIMELINE_COMMANDS[verb].split()
+    usage = f"usage: {verb} {TIMELINE_COMMANDS[verb]}".rstrip()
+    if verb == "move":  # "x,y" or "x y"
+        args = " ".join(args).replace(",", " ").split()
+        if len(args) != 3:
+            raise ValueError(usage)
+        _check_arg("STATION", args[0], roles, usage)
+        for value in args[1:]:
+            _number(value, usage)
+        return
+    i = 0
+    for token in spec:
+        optional = token.startswith("[")
+        kind = token.strip("[]")
+        if optional and kind.islower():  # an optional leading word, e.g. "[no]"
+            if i < len(args) and args[i] == kind:
+                i += 1
+            continue
+        if kind.endswith(("*", "+")):
+            base, rest = kind[:-1], args[i:]
+            if kind.endswith("+") and not rest:
+                raise ValueError(usage)
+            if base != "TEXT":
+                for value in rest:
+                    _check_arg(base, value, roles, usage)
+            i = len(args)
+            continue
+        if i >= len(args):
+            if optional:
+                break
+            raise ValueError(usage)
+        _check_arg(kind, args[i], roles, usage)
+        i += 1
+    if i < len(args):
+        raise ValueError(f"{usage} (unexpected '{args[i]}')")
+
+
+def _number(value: str, usage: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{usage} ('{value}' is not a number)") from None
+    if not number >= 0:
+        raise ValueError(f"{usage} ('{value}' must not be negative)")
+    return number
+
+
+def _check_arg(kind: str, value: str, roles: dict[str, str], usage: str) -> None:
+    if "|" in kind:
+        if value not in kind.split("|"):
+            raise ValueError(f"{usage} ('{value}' is not one of {kind})")
+    elif kind == "NUMBER":
+        _number(value, usage)
+    elif kind == "AMOUNT":
+        if not value.isdigit():
+            raise ValueError(f"{usage} ('{value}' is not a whole amount)")
+    elif kind == "ACCOUNT":
+        if not _HEX_ADDRESS.fullmatch(value):
+            _check_arg("CLIENT", value, roles, usage)
+    elif kind in _ROLE_OF_KIND:
+        if value not in roles:
+            nearest = difflib.get_close_matches(value, sorted(roles), n=1)
+            hint = f" (did you mean '{nearest[0]}'?)" if nearest else ""
+            raise ValueError(f"no station '{value}'{hint}")
+        wanted = _ROLE_OF_KIND[kind]
+        if wanted is not None and roles[value] not in wanted:
+            raise ValueError(f"'{value}' is a {roles[value]} station; {usage} wants "
+                             f"{' or '.join(wanted)} here")
 
 
 def load(path: str | Path) -> Scenario:
@@ -98,7 +252,10 @@ def load(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: {exc}") from exc
-    scenario = parse(data, default_name=path.stem)
+    try:
+        scenario = parse(data, default_name=path.stem)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
     scenario.path = path
     return scenario
 
@@ -114,10 +271,16 @@ def parse(data: dict[str, Any], default_name: str = "scenario") -> Scenario:
 
 
 def _parse(data: dict[str, Any], default_name: str) -> Scenario:
+    _check_keys(data, _KNOWN_TOP, "top level")
     area_data = data.get("area", {})
+    _check_keys(area_data, _KNOWN_AREA, "[area]")
     area = Area(float(area_data.get("x_min", 0)), float(area_data.get("y_min", 0)),
                 float(area_data.get("x_max", 1000)), float(area_data.get("y_max", 1000)))
     medium = data.get("medium", {})
+    _check_keys(medium, _KNOWN_MEDIUM, "[medium]")
+    fastpay = data.get("fastpay", {})
+    _check_keys(fastpay, _KNOWN_FASTPAY, "[fastpay]")
+    _check_keys(fastpay.get("link", {}), FASTPAY_LINK_KEYS, "[fastpay] link")
     pathloss = PathLoss(tx_power_dbm=float(medium.get("tx_power", PathLoss.tx_power_dbm)),
                         exponent=float(medium.get("exponent", PathLoss.exponent)))
     seed = int(data.get("seed", 0))
@@ -129,8 +292,12 @@ def _parse(data: dict[str, Any], default_name: str) -> Scenario:
     raw_stations = data.get("stations", [])
     if not raw_stations:
         raise ScenarioError("a scenario needs at least one [[stations]] entry")
+    if not isinstance(raw_stations, list):
+        raise ScenarioError("'stations' must be an array of tables ([[stations]])")
     for index, raw in enumerate(raw_stations):
         where = f"stations[{index}]"
+        _check_keys(raw, _KNOWN_STATION | _FASTPAY_STATION,
+                    f"{where} ({raw.get('name', '?')})" if isinstance(raw, dict) else where)
         if "name" not in raw:
             raise ScenarioError(f"{where}: missing name")
         position = raw.get("position", [0, 0])
@@ -154,13 +321,28 @@ def _parse(data: dict[str, Any], default_name: str) -> Scenario:
         raise ScenarioError(f"duplicate station names: {', '.join(duplicates)}")
 
     timeline = []
-    for index, raw in enumerate(data.get("timeline", [])):
+    roles = {s.name: s.role for s in stations}
+    raw_timeline = data.get("timeline", [])
+    if not isinstance(raw_timeline, list):
+        raise ScenarioError("'timeline' must be an array of tables ([[timeline]])")
+    for index, raw in enumerate(raw_timeline):
+        where = f"timeline[{index}]"
+        _check_keys(raw, _KNOWN_TIMELINE, where)
         if "do" not in raw:
-            raise ScenarioError(f"timeline[{index}]: missing do")
-        timeline.append(TimelineEntry(at=float(raw.get("at", 0.0)), do=str(raw["do"]),
-                                      retry_for=float(raw.get("retry_for", 0.0))))
+            raise ScenarioError(f"{where}: missing do")
+        if not isinstance(raw["do"], str):
+            raise ScenarioError(f"{where}: do must be a string")
+        try:
+            check_command(raw["do"], roles)
+        except ValueError as exc:
+            raise ScenarioError(f"{where}: do = {raw['do']!r}: {exc}") from None
+        entry = TimelineEntry(at=float(raw.get("at", 0.0)), do=raw["do"],
+                              retry_for=float(raw.get("retry_for", 0.0)))
+        if entry.at < 0 or entry.retry_for < 0:
+            raise ScenarioError(f"{where}: at and retry_for must not be negative")
+        timeline.append(entry)
     timeline.sort(key=lambda e: e.at)
     return Scenario(
         name=str(data.get("name", default_name)), stations=stations, area=area, seed=seed,
         duration=float(data.get("duration", 0.0)), backend=backend, pathloss=pathloss,
-        timeline=timeline, extra={k: v for k, v in data.items() if k not in _KNOWN_TOP})
+        timeline=timeline, extra={k: v for k, v in data.items() if k in _LAYER_TOP})

@@ -170,6 +170,7 @@ def run_in_vm(
     on_line: Callable[[str], None] | None = None,
     stream: object = None,
     title: str = "Booting the QEMU/TCG VM",
+    deadline: Callable[[], float | None] | None = None,
 ) -> int:
     """Run ``argv`` as root inside the VM and return its exit code.
 
@@ -179,7 +180,10 @@ def run_in_vm(
     command starts goes to ``on_line`` (default: written to ``stream``, default
     stdout). With ``interactive`` the terminal is handed to the guest instead (no
     progress, no capture). Returns 124 if ``timeout`` (seconds, including boot)
-    expires; the VM is always gone when this returns. Raises VMError if it cannot boot.
+    expires, or once ``time.monotonic()`` passes what ``deadline()`` returns (asked
+    every half second, so a caller can push it back while the command makes progress;
+    captured runs only); the VM is always gone when this returns. Raises VMError if it
+    cannot boot.
     """
     out = stream if stream is not None else sys.stdout
     kernel = find_kernel()
@@ -200,13 +204,14 @@ def run_in_vm(
         if interactive:
             return _run_interactive(cmd, host_env, timeout)
         return _run_captured(cmd, host_env, timeout, on_line, out,
-                             f"{title} [{kernel.name}, TCG]")
+                             f"{title} [{kernel.name}, TCG]", deadline)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run_captured(cmd: list[str], env: dict[str, str], timeout: float | None,
-                  on_line: Callable[[str], None] | None, out: object, title: str) -> int:
+                  on_line: Callable[[str], None] | None, out: object, title: str,
+                  extend: Callable[[], float | None] | None = None) -> int:
     def emit(line: str) -> None:
         if on_line is not None:
             on_line(line)
@@ -215,7 +220,8 @@ def _run_captured(cmd: list[str], env: dict[str, str], timeout: float | None,
             out.flush()  # type: ignore[attr-defined]
 
     start = time.monotonic()
-    deadline = start + timeout if timeout else None
+    fixed = start + timeout if timeout else None
+    deadline = fixed
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
     assert proc.stdout is not None
@@ -226,6 +232,9 @@ def _run_captured(cmd: list[str], env: dict[str, str], timeout: float | None,
     try:
         fd = proc.stdout.fileno()
         while True:
+            if extend is not None:
+                limits = [d for d in (fixed, extend()) if d is not None]
+                deadline = min(limits) if limits else None
             wait = 0.5
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - time.monotonic()))
@@ -250,7 +259,7 @@ def _run_captured(cmd: list[str], env: dict[str, str], timeout: float | None,
             if deadline is not None and time.monotonic() >= deadline:
                 if not started:
                     progress.done("VM timed out while booting")
-                emit(f"[vm] timeout after {timeout:.0f} s: killing QEMU")
+                emit(f"[vm] timeout after {time.monotonic() - start:.0f} s: killing QEMU")
                 _kill_group(proc.pid)
                 proc.wait()
                 return TIMEOUT_EXIT

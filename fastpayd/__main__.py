@@ -7,7 +7,11 @@
     fastpayd testnet --authorities N --clients M --balance B --out DIR
                      [--base-port P] [--host H] [--seed HEX] [--force]
 
-Mistakes print one line and exit nonzero; no tracebacks.
+Mistakes print one line and exit nonzero; no tracebacks.  Exit status, for every form:
+0 success; 1 failure while running or writing files; 2 usage or configuration error (bad
+arguments, config/committee/key file, state directory; the message names the file and
+the key; keygen/testnet: a file that would be overwritten, a missing directory); 3 the
+state directory or control socket is in use by a running daemon.  (docs/config.md.)
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ import sys
 from pathlib import Path
 
 SUBCOMMANDS = ("keygen", "testnet")
+EXIT_STATUS = ("Exit status: 0 ok / stopped by SIGTERM; 1 failed while running; 2 usage or "
+               "configuration error (names the file and key); 3 state directory or control "
+               "socket in use by a running daemon.")
 
 
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastpayd",
-        description="FastPay node daemon. Also: 'fastpayd keygen --help', "
-        "'fastpayd testnet --help'.",
+        description="FastPay node daemon: serve an authority's or a client's state until "
+        "SIGTERM. Also: 'fastpayd keygen --help', 'fastpayd testnet --help'.",
+        epilog=EXIT_STATUS + " The config format: docs/config.md.",
     )
     p.add_argument("--role", choices=("authority", "client"),
                    help="expected role (must match [node] role in the config)")
@@ -33,7 +41,9 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def _keygen(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="fastpayd keygen",
-                                description="Write a new Ed25519 key (hex seed, mode 0600).")
+                                description="Write a new Ed25519 key (hex seed, mode 0600) and "
+                                "print its public key (the account address).",
+                                epilog="The directory must exist. " + EXIT_STATUS)
     p.add_argument("out", metavar="OUT.key", type=Path)
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     args = p.parse_args(argv)
@@ -43,8 +53,11 @@ def _keygen(argv: list[str]) -> int:
     kp = KeyPair.generate()
     try:
         write_key(args.out, kp, overwrite=args.force)
-    except (KeyFileError, OSError) as exc:
+    except KeyFileError as exc:
         print(f"fastpayd keygen: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"fastpayd keygen: {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.out} (public key / address {kp.public_key.hex()})")
     return 0
@@ -65,6 +78,9 @@ def _testnet(argv: list[str]) -> int:
         prog="fastpayd testnet",
         description="Generate keys, committee.toml (with genesis balances) and one config "
         "per node for an N-authority test network on IP links.",
+        epilog="Refuses to write over an earlier network's keys or state unless --force, "
+        "which deletes the nodes' old state directories (refused while a daemon runs on "
+        "one). " + EXIT_STATUS,
     )
     p.add_argument("--authorities", type=_positive, required=True, metavar="N")
     p.add_argument("--clients", type=_positive, default=2, metavar="M")
@@ -75,9 +91,11 @@ def _testnet(argv: list[str]) -> int:
                    help="authority i listens on P+i, client j on P+100+j (default 9100)")
     p.add_argument("--host", default="127.0.0.1", help="listen/endpoint host (default 127.0.0.1)")
     p.add_argument("--seed", help="hex seed: derive every key from it (reproducible network)")
-    p.add_argument("--force", action="store_true", help="overwrite existing keys")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing keys and delete the nodes' old state")
     args = p.parse_args(argv)
     from fastpayd.keys import KeyFileError
+    from fastpayd.statelock import StateLocked
     from fastpayd.testnet import generate_testnet
 
     seed = None
@@ -93,7 +111,13 @@ def _testnet(argv: list[str]) -> int:
             base_port=args.base_port, host=args.host, seed=seed, overwrite=args.force,
             progress=lambda line: print(line, flush=True),
         )
-    except (ValueError, KeyFileError, OSError) as exc:
+    except (ValueError, KeyFileError) as exc:
+        print(f"fastpayd testnet: {exc}", file=sys.stderr)
+        return 2
+    except StateLocked as exc:
+        print(f"fastpayd testnet: {exc}", file=sys.stderr)
+        return 3
+    except OSError as exc:
         print(f"fastpayd testnet: {exc}", file=sys.stderr)
         return 1
     return 0

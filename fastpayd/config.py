@@ -8,6 +8,7 @@ instead of a traceback.  Nothing here touches the network or the protocol state.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field
@@ -17,6 +18,28 @@ from typing import Any
 ROLES = ("authority", "client")
 LINK_KINDS = ("ip", "wifidirect")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# Every key each table may hold: anything else is a typo and an error (with the nearest
+# known key), because a misspelt key silently falls back to its default.
+NODE_FILE_TABLES = frozenset({"node", "link", "client"})
+CLIENT_KEYS = frozenset({"sync_interval", "retry_after", "max_retry_after", "repeat_window"})
+NODE_KEYS = frozenset({"role", "name", "key_file", "state_dir", "control_socket",
+                       "committee_file", "log_level", "log_requests", "events_max_bytes"})
+LINK_KEYS = frozenset({"kind", "listen", "max_frame", "max_connections",
+                       "max_connections_per_peer", "idle_timeout", "read_timeout",
+                       "write_timeout", "max_unsent", "connect_timeout", "request_timeout"})
+# Keys [link] takes for one kind only (LinkConfig.options, read by that link).
+LINK_OPTIONS = {
+    "ip": frozenset(),
+    "wifidirect": frozenset({"interface", "port", "frequency", "bus", "discovery_window",
+                             "discovery_pause", "join_timeout", "linger", "stale_rounds",
+                             "fresh_for", "committee"}),
+}
+COMMITTEE_KEYS = frozenset({"committee_id", "authorities", "clients", "genesis"})
+AUTHORITY_KEYS = frozenset({"name", "public_key", "weight", "endpoint"})
+CLIENT_KEYS = frozenset({"name", "address", "endpoint"})
+GENESIS_KEYS = frozenset({"address", "balance"})
+DEFAULT_EVENTS_MAX_BYTES = 16 << 20
 
 
 class ConfigError(Exception):
@@ -92,8 +115,11 @@ class LinkConfig:
     listen: Endpoint | None = None
     max_frame: int = 1 << 20
     max_connections: int = 256
+    max_connections_per_peer: int = 32  # server: from one source address (≤ max_connections)
     idle_timeout: float = 30.0  # server: close a connection silent for this long
-    read_timeout: float = 10.0  # server: a started frame must complete within this
+    read_timeout: float = 10.0  # server: a frame must complete within this of its first byte
+    write_timeout: float = 10.0  # server: drop a peer that reads nothing of ours this long
+    max_unsent: int = 4 << 20  # server: drop a peer with this many bytes queued to it
     connect_timeout: float = 3.0  # client side
     request_timeout: float = 5.0  # client side: per request/response
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific extras
@@ -122,6 +148,18 @@ class NodeConfig:
     path: Path
     log_requests: bool = False  # authority: one event per order/confirmation (costly)
     client: ClientConfig = field(default_factory=ClientConfig)
+    events_max_bytes: int = DEFAULT_EVENTS_MAX_BYTES  # events.jsonl rotates beyond this
+
+
+def check_keys(table: dict[str, Any], known: frozenset[str] | set[str], where: str) -> None:
+    """Raise ConfigError naming the first key of ``table`` not in ``known`` (and the nearest)."""
+    for key in table:
+        if key in known:
+            continue
+        nearest = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = (f"did you mean '{nearest[0]}'?" if nearest
+                else f"known keys: {', '.join(sorted(known))}")
+        raise ConfigError(f"{where}: unknown key '{key}' ({hint})")
 
 
 def _require(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -164,22 +202,43 @@ def _hex(value: Any, size: int, where: str) -> bytes:
     return raw
 
 
+def _number(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = float(_optional(table, key, (int, float), default, where))
+    if not value > 0:
+        raise ConfigError(f"{where}.{key}: must be positive, got {value:g}")
+    return value
+
+
+def _count(table: dict[str, Any], key: str, default: int, where: str, low: int,
+           high: int | None = None) -> int:
+    value = int(_optional(table, key, int, default, where))
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{where}.{key}: must be {bounds}, got {value}")
+    return value
+
+
 def load_node_config(path: Path | str) -> NodeConfig:
     """Read a node's TOML file; raises ConfigError."""
     path = Path(path).resolve()
     data = _read_toml(path)
     base = path.parent
+    check_keys(data, NODE_FILE_TABLES, str(path))
     node = data.get("node")
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: missing [node] table")
     where = f"{path}: [node]"
+    check_keys(node, NODE_KEYS, where)
     role = _require(node, "role", str, where)
     if role not in ROLES:
         raise ConfigError(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
     name = _require(node, "name", str, where)
+    if not name:
+        raise ConfigError(f"{where}.name: must not be empty")
     log_level = _optional(node, "log_level", str, "info", where).lower()
     if log_level not in LOG_LEVELS:
-        raise ConfigError(f"{where}.log_level: must be one of {', '.join(LOG_LEVELS)}")
+        raise ConfigError(f"{where}.log_level: must be one of {', '.join(LOG_LEVELS)}, "
+                          f"got {log_level!r}")
     link_t = data.get("link", {})
     if not isinstance(link_t, dict):
         raise ConfigError(f"{path}: [link] must be a table")
@@ -187,24 +246,30 @@ def load_node_config(path: Path | str) -> NodeConfig:
     kind = _optional(link_t, "kind", str, "ip", lw)
     if kind not in LINK_KINDS:
         raise ConfigError(f"{lw}.kind: must be one of {', '.join(LINK_KINDS)}, got {kind!r}")
+    check_keys(link_t, LINK_KEYS | LINK_OPTIONS[kind], f"{lw} (kind = {kind!r})")
     listen_s = _optional(link_t, "listen", str, None, lw)
-    known = {"kind", "listen", "max_frame", "max_connections", "idle_timeout", "read_timeout",
-             "connect_timeout", "request_timeout"}
+    max_connections = _count(link_t, "max_connections", 256, lw, 1)
     link = LinkConfig(
         kind=kind,
         listen=Endpoint.parse(listen_s, f"{lw}.listen") if listen_s is not None else None,
-        max_frame=_optional(link_t, "max_frame", int, 1 << 20, lw),
-        max_connections=_optional(link_t, "max_connections", int, 256, lw),
-        idle_timeout=float(_optional(link_t, "idle_timeout", (int, float), 30.0, lw)),
-        read_timeout=float(_optional(link_t, "read_timeout", (int, float), 10.0, lw)),
-        connect_timeout=float(_optional(link_t, "connect_timeout", (int, float), 3.0, lw)),
-        request_timeout=float(_optional(link_t, "request_timeout", (int, float), 5.0, lw)),
-        options={k: v for k, v in link_t.items() if k not in known},
+        max_frame=_count(link_t, "max_frame", 1 << 20, lw, 16, 1 << 20),
+        max_connections=max_connections,
+        max_connections_per_peer=_count(link_t, "max_connections_per_peer",
+                                        min(32, max_connections), lw, 1),
+        idle_timeout=_number(link_t, "idle_timeout", 30.0, lw),
+        read_timeout=_number(link_t, "read_timeout", 10.0, lw),
+        write_timeout=_number(link_t, "write_timeout", 10.0, lw),
+        max_unsent=_count(link_t, "max_unsent", 4 << 20, lw, 20),
+        connect_timeout=_number(link_t, "connect_timeout", 3.0, lw),
+        request_timeout=_number(link_t, "request_timeout", 5.0, lw),
+        options={k: v for k, v in link_t.items() if k not in LINK_KEYS},
     )
-    if not 16 <= link.max_frame <= 1 << 20:
-        raise ConfigError(f"{lw}.max_frame: must be between 16 and 1048576")
-    if link.max_connections < 1:
-        raise ConfigError(f"{lw}.max_connections: must be at least 1")
+    if link.max_unsent < link.max_frame + 4:
+        raise ConfigError(f"{lw}.max_unsent: must hold one whole frame (max_frame + 4 = "
+                          f"{link.max_frame + 4} bytes), got {link.max_unsent}")
+    if link.max_connections_per_peer > link.max_connections:
+        raise ConfigError(f"{lw}.max_connections_per_peer: must not exceed max_connections "
+                          f"({link.max_connections})")
     if kind == "ip" and link.listen is None and role == "authority":
         raise ConfigError(f"{lw}.listen: an authority on an IP link needs a listen address")
     client = _client_config(data, path)
@@ -220,7 +285,40 @@ def load_node_config(path: Path | str) -> NodeConfig:
         path=path,
         log_requests=_optional(node, "log_requests", bool, False, where),
         client=client,
+        events_max_bytes=_count(node, "events_max_bytes", DEFAULT_EVENTS_MAX_BYTES, where,
+                                1 << 16),
     )
+
+
+def check_identity(config: NodeConfig, cf: CommitteeFile, public_key: bytes) -> None:
+    """Check that the node's role and key agree with the committee file; raise ConfigError.
+
+    An authority must be a committee member and hold that member's key; a client must not
+    hold an authority's key, and if the clients directory names it, its address must be
+    the client's key (else payments to that name would go to someone else).
+    """
+    where = f"{config.path}: [node]"
+    if config.role == "authority":
+        entry = cf.authority(config.name)
+        if entry is None:
+            members = ", ".join(a.name for a in cf.authorities)
+            raise ConfigError(f"{where}.name: authority {config.name!r} is not in the "
+                              f"committee of {cf.path} (members: {members})")
+        if entry.public_key != public_key:
+            raise ConfigError(f"{where}.key_file: {config.key_file} is not the key of "
+                              f"authority {config.name!r} in {cf.path} (public key "
+                              f"{public_key.hex()[:16]}…, committee has "
+                              f"{entry.public_key.hex()[:16]}…)")
+        return
+    for a in cf.authorities:
+        if a.public_key == public_key:
+            raise ConfigError(f"{where}.role: 'client', but {config.key_file} ([node].key_file) "
+                              f"is the key of authority {a.name!r} in {cf.path}")
+    client = cf.client_by_name(config.name)
+    if client is not None and client.address != public_key:
+        raise ConfigError(f"{where}.key_file: {config.key_file} is not the key of client "
+                          f"{config.name!r} in {cf.path}'s clients directory (address "
+                          f"{client.address.hex()[:16]}…)")
 
 
 def _client_config(data: dict[str, Any], path: Path) -> ClientConfig:
@@ -228,9 +326,7 @@ def _client_config(data: dict[str, Any], path: Path) -> ClientConfig:
     cw = f"{path}: [client]"
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [client] must be a table")
-    unknown = set(table) - {"sync_interval", "retry_after", "max_retry_after", "repeat_window"}
-    if unknown:
-        raise ConfigError(f"{cw}: unknown key(s) {', '.join(sorted(unknown))}")
+    check_keys(table, CLIENT_KEYS, cw)
     values = {}
     for key, default in (("sync_interval", 30.0), ("retry_after", 2.0),
                          ("max_retry_after", 30.0), ("repeat_window", 120.0)):
@@ -246,6 +342,7 @@ def load_committee_file(path: Path | str) -> CommitteeFile:
     path = Path(path).resolve()
     data = _read_toml(path)
     where = str(path)
+    check_keys(data, COMMITTEE_KEYS, where)
     committee_id = _require(data, "committee_id", str, where)
     auths: list[AuthorityEntry] = []
     raw_auths = _require(data, "authorities", list, where)
@@ -255,6 +352,7 @@ def load_committee_file(path: Path | str) -> CommitteeFile:
         w = f"{where}: authorities[{i}]"
         if not isinstance(a, dict):
             raise ConfigError(f"{w}: expected a table")
+        check_keys(a, AUTHORITY_KEYS, w)
         ep = _optional(a, "endpoint", str, None, w)
         weight = _optional(a, "weight", int, 1, w)
         if weight < 1:
@@ -272,6 +370,7 @@ def load_committee_file(path: Path | str) -> CommitteeFile:
         w = f"{where}: clients[{i}]"
         if not isinstance(c, dict):
             raise ConfigError(f"{w}: expected a table")
+        check_keys(c, CLIENT_KEYS, w)
         ep = _optional(c, "endpoint", str, None, w)
         clients.append(ClientEntry(
             name=_require(c, "name", str, w),
@@ -283,6 +382,7 @@ def load_committee_file(path: Path | str) -> CommitteeFile:
         w = f"{where}: genesis[{i}]"
         if not isinstance(g, dict):
             raise ConfigError(f"{w}: expected a table")
+        check_keys(g, GENESIS_KEYS, w)
         balance = _require(g, "balance", int, w)
         if balance < 0:
             raise ConfigError(f"{w}.balance: must not be negative")

@@ -6,6 +6,15 @@ A request may carry ``"progress": true``: long commands (``transfer``) then send
 ``{"progress": {...}}`` before the final answer, which is always the one with ``"ok"``.
 Several requests may follow each other on one connection; they are answered in order.
 
+Input is bounded and checked before any command runs: a request line is at most
+``MAX_REQUEST_LINE`` bytes (longer: ``BadRequest``, then the connection closes, since the
+stream has lost its place), JSON nesting at most ``MAX_DEPTH`` levels, and the fields
+every command shares (``FIELD_TYPES``) must have their documented types; each mistake is
+a typed ``BadRequest`` answer, never a traceback, and the socket keeps serving.  At most
+``MAX_CLIENTS`` connections are served at once (more get ``Busy`` and are closed), and
+a connection that sends no request for ``IDLE_TIMEOUT`` seconds gets ``Timeout`` and is
+closed (a command running for longer is not affected).
+
 Commands are the ``do_<verb>(request, progress)`` coroutines of the node object passed in
 (:class:`fastpayd.node.Node` and subclasses), so adding a command is adding a method; its
 docstring is what ``help`` returns.  A failing command never breaks the socket: known
@@ -13,18 +22,22 @@ failures raise :class:`ControlError` (code + message), anything else becomes
 ``InternalError`` and is logged.
 
 The socket file is created 0660 (owner and group: the emulation and the CLI run as the
-daemon's user or its group), a stale file from a crashed run is replaced, and the file is
-removed on close.
+daemon's user or its group) and removed on close.  A socket file left by a crashed run is
+replaced only when nothing answers on it: if a daemon is listening there, starting raises
+:class:`ControlSocketInUse` instead of stealing it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import json
 import logging
 import os
+import re
+import socket
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,7 +46,28 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 1 << 20
+MAX_LINE = 1 << 20  # an answer line (events can be long)
+MAX_REQUEST_LINE = 64 << 10  # a request line
+MAX_DEPTH = 16  # JSON nesting of a request
+MAX_CLIENTS = 64  # control connections served at once
+IDLE_TIMEOUT = 300.0  # s a connection may wait between requests (not during a command)
+
+# Fields shared by the commands, with the types they must have (None is "absent").
+# Checked here so that a command never sees e.g. a string where it slices by an int.
+_NUMBER = (int, float)
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "cmd": ((str,), "a string"),
+    "progress": ((bool,), "true or false"),
+    "wait": ((bool,), "true or false"),
+    "account": ((str, type(None)), "an account name or hex address"),
+    "recipient": ((str,), "an account name or hex address"),
+    "amount": ((int,), "a non-negative integer"),
+    "since": ((int,), "a non-negative integer"),
+    "limit": ((int, type(None)), "a non-negative integer"),
+    "timeout": (_NUMBER, "a positive number of seconds"),
+}
+# A JSON string (an unterminated one runs to the end: no rescan, linear time) or a bracket.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -45,6 +79,69 @@ class ControlError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ControlSocketInUse(Exception):
+    """A live daemon already answers on the control socket's path."""
+
+    def __init__(self, path: Path, where: str = "") -> None:
+        super().__init__(f"{where + ' = ' if where else ''}{path}: control socket in use by "
+                         "a running daemon (refusing to take it over)")
+        self.path = path
+
+
+def socket_answers(path: Path, timeout: float = 1.0) -> bool:
+    """True if something accepts connections on the Unix socket ``path``.
+
+    A refused connection (nobody listening: the file is left over) is False; any other
+    failure (e.g. permission denied: someone else's socket) counts as in use.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except ConnectionRefusedError:
+            return False
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            return exc.errno != errno.ECONNREFUSED
+    return True
+
+
+def check_request(request: Any) -> str | None:
+    """What is wrong with a decoded request, or None if its shared fields are well typed."""
+    if not isinstance(request, dict):
+        return "expected a JSON object with a string 'cmd'"
+    if not isinstance(request.get("cmd"), str):
+        return "expected an object with a string 'cmd'"
+    for key, (types, what) in FIELD_TYPES.items():
+        if key not in request:
+            continue
+        value = request[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if ok and isinstance(value, int | float) and not isinstance(value, bool):
+            ok = value > 0 if key == "timeout" else value >= 0
+            ok = ok and value == value and value < 2**64  # not NaN, not inf, fits a u64
+        if not ok:
+            return f"field {key!r} must be {what}, got {json.dumps(value)[:40]}"
+    return None
+
+
+def nesting_depth(line: bytes, stop_at: int) -> int:
+    """The JSON nesting depth of ``line`` (strings skipped), counting at most to ``stop_at``."""
+    depth = deepest = 0
+    for match in _TOKEN.finditer(line):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_at:
+                    break
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def commands_of(target: object) -> dict[str, Callable[..., Awaitable[dict[str, Any]]]]:
@@ -81,14 +178,19 @@ class ControlServer:
         await self.close()
 
     async def start(self) -> None:
+        """Listen; raises ControlSocketInUse if a daemon answers there, OSError otherwise."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
-                os.unlink(self.path)  # stale from a killed run; we own this path
+            mode = os.lstat(self.path).st_mode
+            if not stat.S_ISSOCK(mode):
+                raise FileExistsError(errno.EEXIST, "exists and is not a socket")
+            if socket_answers(self.path):
+                raise ControlSocketInUse(self.path)
+            os.unlink(self.path)  # left by a killed run: nobody listens on it
         old = os.umask(0o117)
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_LINE
+                self._serve, path=str(self.path), limit=MAX_REQUEST_LINE
             )
         finally:
             os.umask(old)
@@ -107,13 +209,24 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._clients) >= MAX_CLIENTS:
+            await _send(writer, _error("Busy", f"{MAX_CLIENTS} control connections are "
+                                       "open; retry later"))
+            writer.close()
+            return
         self._clients.add(task)
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    async with asyncio.timeout(IDLE_TIMEOUT):
+                        line = await reader.readline()
+                except TimeoutError:
+                    await _send(writer, _error("Timeout", f"no request within {IDLE_TIMEOUT:g} "
+                                               "s; closing"))
+                    return
                 except (ValueError, asyncio.LimitOverrunError):
-                    await _send(writer, _error("BadRequest", "request line too long"))
+                    await _send(writer, _error("BadRequest", "request line longer than "
+                                               f"{MAX_REQUEST_LINE} bytes"))
                     return
                 except ConnectionError:
                     return
@@ -133,12 +246,15 @@ class ControlServer:
                 await writer.wait_closed()
 
     async def _dispatch(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
+        if nesting_depth(line, MAX_DEPTH) > MAX_DEPTH:
+            return _error("BadRequest", f"JSON nested deeper than {MAX_DEPTH} levels")
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _error("BadRequest", "not a JSON object")
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            return _error("BadRequest", "expected an object with a string 'cmd'")
+        problem = check_request(request)
+        if problem is not None:
+            return _error("BadRequest", problem)
         cmd = request["cmd"]
         if cmd == "help":
             return {"ok": True, "commands": {

@@ -8,6 +8,11 @@
   keep-alives, ``RELOADING=1``/``READY=1`` around a reload, ``STOPPING=1`` on shutdown.
 * A storage failure (a COMMIT that raised) stops the node with exit status 1: replies
   cannot be released any more, and a restart rebuilds from the disk.
+
+Exit status (the table in docs/config.md): ``EXIT_OK`` 0 stopped by SIGTERM/SIGINT,
+``EXIT_FAILURE`` 1 failed while running (storage, link, I/O), ``EXIT_CONFIG`` 2 usage or
+configuration error (the message names the file and the key), ``EXIT_IN_USE`` 3 another
+running daemon holds this node's state directory or control socket.
 """
 
 from __future__ import annotations
@@ -20,10 +25,17 @@ import signal
 import sys
 
 from fastpayd.config import ConfigError, NodeConfig, load_node_config
+from fastpayd.control import ControlSocketInUse
 from fastpayd.keys import KeyFileError
 from fastpayd.link import LinkError
 from fastpayd.node import Node
 from fastpayd.notify import Notifier
+from fastpayd.statelock import StateLocked
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_IN_USE = 3
 
 log = logging.getLogger("fastpayd")
 
@@ -110,11 +122,11 @@ def run(config_path: str, role: str | None) -> int:
         config = load_node_config(config_path)
     except ConfigError as exc:
         print(f"fastpayd: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if role is not None and role != config.role:
-        print(f"fastpayd: --role {role} but {config.path} says role = {config.role!r}",
+        print(f"fastpayd: --role {role} but {config.path}: [node].role = {config.role!r}",
               file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     logging.basicConfig(
         level=config.log_level.upper(),
         format=f"%(asctime)s fastpayd[{config.name}] %(levelname)s %(name)s: %(message)s",
@@ -131,8 +143,14 @@ def run(config_path: str, role: str | None) -> int:
             prof.dump_stats(profile_path)
             return status
         return asyncio.run(serve(config))
-    except (ConfigError, KeyFileError, LinkError, OSError) as exc:
+    except (ConfigError, KeyFileError) as exc:
         print(f"fastpayd: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
+    except (StateLocked, ControlSocketInUse) as exc:
+        print(f"fastpayd: {exc}", file=sys.stderr)
+        return EXIT_IN_USE
+    except (LinkError, OSError) as exc:
+        print(f"fastpayd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -24,7 +24,13 @@ class FramingError(Exception):
     """Raised by :class:`FrameDecoder` when the byte stream cannot be a valid frame sequence.
 
     After it the stream is unusable: the caller answers with an error and closes.
+    ``frames`` holds the complete frames that came before the bad header in the same
+    ``feed`` call: they are valid requests and are owed their answers first.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.frames: list[bytes] = []
 
 
 class FrameTooLarge(FramingError):
@@ -73,8 +79,9 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         """Buffer ``data`` and return every frame it completes, in order.
 
-        Raises FrameTooLarge / EmptyFrame on a bad header; frames completed before the bad
-        header in the same ``data`` are lost, which is fine since the stream is closed.
+        Raises FrameTooLarge / EmptyFrame on a bad header; the frames completed before the
+        bad header in the same ``data`` travel on the exception (``exc.frames``), so the
+        caller can answer them before it answers the error.
         """
         buf = self._buf
         buf += data
@@ -88,10 +95,14 @@ class FrameDecoder:
                     break
                 (need,) = HEADER.unpack_from(buf, pos)
                 pos += HEADER_SIZE
-                if need > self.max_frame:
-                    raise FrameTooLarge(need, self.max_frame)
-                if need == 0:
-                    raise EmptyFrame()
+                if need > self.max_frame or need == 0:
+                    exc: FramingError = (FrameTooLarge(need, self.max_frame) if need
+                                         else EmptyFrame())
+                    exc.frames = frames
+                    # The stream is dead: nothing buffered is worth keeping.
+                    buf.clear()
+                    self._need = -1
+                    raise exc
             if end - pos < need:
                 break
             frames.append(bytes(buf[pos : pos + need]))

@@ -22,8 +22,13 @@ class KeyFileError(Exception):
 
 
 def write_key(path: Path, keypair: KeyPair, *, overwrite: bool = False) -> None:
-    """Write ``keypair``'s seed to ``path`` (0600); raises KeyFileError if it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``keypair``'s seed to ``path`` (0600).
+
+    Raises KeyFileError if the file exists (unless ``overwrite``) or its directory does
+    not: a typo in the directory must not silently create a tree somewhere.
+    """
+    if not path.parent.is_dir():
+        raise KeyFileError(f"{path}: directory {path.parent} does not exist")
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: already exists (refusing to overwrite a key)")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

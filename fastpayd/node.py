@@ -26,14 +26,16 @@ from fastpayd.config import (
     CommitteeFile,
     ConfigError,
     NodeConfig,
+    check_identity,
     load_committee_file,
     load_node_config,
 )
-from fastpayd.control import ControlError, ControlServer, Progress
+from fastpayd.control import ControlError, ControlServer, ControlSocketInUse, Progress
 from fastpayd.database import Database
 from fastpayd.events import EventLog
-from fastpayd.keys import read_key
-from fastpayd.link import Link, PeerEntry, directory_from_committee, make_link
+from fastpayd.keys import KeyFileError, read_key
+from fastpayd.link import Link, LinkError, PeerEntry, directory_from_committee, make_link
+from fastpayd.statelock import StateLock
 from protocol import AuthorityInfo, Committee, KeyPair
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,18 @@ def build_committee(cf: CommitteeFile) -> Committee:
         raise ConfigError(f"{cf.path}: invalid committee: {exc}") from None
 
 
+def lock_state(config: NodeConfig) -> StateLock:
+    """Create ``state_dir`` if needed and take its lock; ConfigError names the key."""
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = StateLock(config.state_dir)
+        lock.acquire()
+    except OSError as exc:
+        raise ConfigError(f"{config.path}: [node].state_dir = {str(config.state_dir)!r}: "
+                          f"cannot use it: {exc.strerror or exc}") from None
+    return lock
+
+
 class Node:
     """Common base of the daemons (see module docstring)."""
 
@@ -60,9 +74,14 @@ class Node:
         self.name = config.name
         self.committee_file = load_committee_file(config.committee_file)
         self.committee = build_committee(self.committee_file)
-        self.keypair: KeyPair = read_key(config.key_file)
+        try:
+            self.keypair: KeyPair = read_key(config.key_file)
+        except KeyFileError as exc:
+            raise ConfigError(f"{config.path}: [node].key_file: {exc}") from None
+        check_identity(config, self.committee_file, self.keypair.public_key)
         self.started_at = time.monotonic()
-        self.events = EventLog(config.state_dir / "events.jsonl", config.name)
+        self.events = EventLog(config.state_dir / "events.jsonl", config.name,
+                               max_bytes=config.events_max_bytes)
         self.db = Database(config.state_dir / "fastpay.sqlite")
         self.link: Link | None = None
         self.control: ControlServer | None = None
@@ -72,19 +91,40 @@ class Node:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, config: NodeConfig) -> AsyncIterator[Node]:
-        """Start a node of this class; always stops it on exit."""
-        node = cls(config)
+        """Start a node of this class; always stops it on exit.
+
+        Raises StateLocked if another process serves this ``state_dir`` (checked before
+        anything of the state is read) and ConfigError naming the key at fault.
+        """
+        lock = lock_state(config)
+        try:
+            node = cls(config)
+        except BaseException:
+            lock.release()
+            raise
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(lock.release)  # registered first: released last
             stack.callback(node.events.close)
             await stack.enter_async_context(node.db)
             await node._setup_state()
             node.link = make_link(config.link, node._directory(), node.events, config.name)
             stack.push_async_callback(node._close_link)
-            await node.link.start(node)
+            try:
+                await node.link.start(node)
+            except LinkError as exc:
+                raise LinkError(f"{config.path}: [link].listen: {exc}") from None
             await node._start_work()
             stack.push_async_callback(node._stop_work)
             node.control = ControlServer(config.control_socket, node)
-            await stack.enter_async_context(node.control)
+            try:
+                await stack.enter_async_context(node.control)
+            except ControlSocketInUse as exc:
+                raise ControlSocketInUse(exc.path, f"{config.path}: [node].control_socket"
+                                         ) from None
+            except OSError as exc:
+                raise ConfigError(f"{config.path}: [node].control_socket = "
+                                  f"{str(config.control_socket)!r}: "
+                                  f"{exc.strerror or exc}") from None
             node.events.emit(
                 "node_started", role=cls.role, listen=node.link.local_address,
                 control_socket=str(config.control_socket), pid=os.getpid(),

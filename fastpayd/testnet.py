@@ -11,6 +11,11 @@ Authorities are ``auth0..auth{N-1}`` listening on ``base_port + i``; clients are
 Every authority has weight 1, so the committee tolerates f = (N-1)//3 faults.  Every client
 starts with ``balance`` at every authority.  Seeds come from the OS unless ``seed`` is
 given, in which case the whole network is reproducible.
+
+A network is generated whole or not at all over an old one: without ``overwrite`` an
+existing key or state directory of one of the nodes is an error; with it, the nodes'
+old state directories are deleted (new keys and a new genesis must not meet the old
+accounts), unless a running daemon holds one (StateLocked).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastpayd.keys import write_key
+from fastpayd.keys import KeyFileError, write_key
+from fastpayd.statelock import StateLock
 from protocol import KeyPair
 
 
@@ -45,6 +52,17 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _clear_state(state_dir: Path, overwrite: bool) -> None:
+    """Make sure no old state of a node survives into the new network."""
+    if not state_dir.exists():
+        return
+    if not overwrite:
+        raise KeyFileError(f"{state_dir}: state of an earlier network exists (--force "
+                           "deletes it)")
+    with StateLock(state_dir):  # refuses while a daemon runs on it
+        shutil.rmtree(state_dir)
+
+
 def generate_testnet(
     out: Path,
     *,
@@ -60,8 +78,8 @@ def generate_testnet(
 ) -> list[NodeFiles]:
     """Write the network's files under ``out``; return what was written per node.
 
-    Raises ValueError on impossible parameters and KeyFileError if a key would be
-    overwritten (unless ``overwrite``).
+    Raises ValueError on impossible parameters, KeyFileError if a key or a state directory
+    already exists (unless ``overwrite``), StateLocked if a daemon runs on one of them.
     """
     if authorities < 1:
         raise ValueError("at least one authority is needed")
@@ -80,6 +98,8 @@ def generate_testnet(
     nodes: list[NodeFiles] = []
     roles = [(f"auth{i}", "authority", base_port + i) for i in range(authorities)]
     roles += [(f"client{j}", "client", base_port + 100 + j) for j in range(clients)]
+    for name, _role, _port in roles:
+        _clear_state(out / "state" / name, overwrite)
     for name, role, port in roles:
         kp = keypair(name)
         key_path = out / f"{name}.key"

@@ -52,8 +52,9 @@ def timeout_error(message: str) -> Any:
     return _error(TIMEOUT, message)
 
 
-def too_many_connections(limit: int) -> Any:
-    return _error(TOO_MANY_CONNECTIONS, f"connection limit of {limit} reached; retry later")
+def too_many_connections(limit: int, per_peer: bool = False) -> Any:
+    what = "per-address connection limit" if per_peer else "connection limit"
+    return _error(TOO_MANY_CONNECTIONS, f"{what} of {limit} reached; retry later")
 
 
 def internal_error(message: str = "internal error") -> Any:

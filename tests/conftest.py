@@ -11,8 +11,11 @@
   outcome (pass, failure with the inner traceback, skip with its reason) into the
   host's pytest run.
 
-Options: ``--live-vm-timeout SECONDS`` (whole VM run, default 2400),
-``--no-live-vm`` (skip live tests instead of booting the VM).
+Budget: the VM runs as long as live tests keep finishing (:mod:`tests.live_budget`):
+``--live-test-timeout SECONDS`` (default 900) is how long it may go without a test
+report — the boot counts towards the first — and ``--live-vm-timeout SECONDS``
+(default: none) an optional ceiling for the whole VM run.  ``--no-live-vm`` skips live
+tests instead of booting the VM.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import pytest
 
 RESULTS_ENV = "FASTPAY_LIVE_RESULTS"
+BOOT_ALLOWANCE = 300.0  # s on top of the first test's budget: boot under TCG, loaded
 ROOT = Path(__file__).resolve().parent.parent
 
 if str(ROOT) not in sys.path:  # the project is used from its tree, not installed
@@ -35,8 +39,12 @@ if str(ROOT) not in sys.path:  # the project is used from its tree, not installe
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("live", "live tests on mac80211_hwsim radios")
-    group.addoption("--live-vm-timeout", type=float, default=2400.0,
-                    help="seconds the VM running the live tests may take (default 2400)")
+    group.addoption("--live-test-timeout", type=float, default=900.0,
+                    help="seconds the live VM may go without a test finishing (boot "
+                         "included for the first; default 900)")
+    group.addoption("--live-vm-timeout", type=float, default=None,
+                    help="optional ceiling in seconds for the whole live VM run "
+                         "(default: none, the per-test budget governs)")
     group.addoption("--no-live-vm", action="store_true",
                     help="skip live tests instead of booting a VM when the kernel has no hwsim")
 
@@ -89,10 +97,14 @@ class VMRunner:
 
     def _run(self) -> None:
         from emulation import vm
+        from tests.live_budget import ProgressBudget
 
         self.results = {}
         rwdir = Path(tempfile.mkdtemp(prefix="fastpay-live-"))
         results_file = rwdir / "results.json"
+        budget = ProgressBudget(results_file, self.config.getoption("--live-test-timeout"),
+                                boot=BOOT_ALLOWANCE,
+                                overall=self.config.getoption("--live-vm-timeout"))
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
                 "-o", "console_output_style=classic", *self.nodeids]
         capman = self.config.pluginmanager.getplugin("capturemanager")
@@ -103,11 +115,10 @@ class VMRunner:
                 code = vm.run_in_vm(
                     argv, rwdirs=[rwdir], cwd=str(self.config.rootpath),
                     env={RESULTS_ENV: str(results_file), "PYTHONPATH": str(ROOT)},
-                    timeout=self.config.getoption("--live-vm-timeout"),
-                    title="[live] booting the VM")
+                    deadline=budget.deadline, title="[live] booting the VM")
                 print(f"[live] VM finished: inner pytest exit code {code}", flush=True)
             if code == vm.TIMEOUT_EXIT:
-                self.error = "the VM running the live tests timed out (--live-vm-timeout)"
+                self.error = budget.expired_because()
             if results_file.exists():
                 self.results = json.loads(results_file.read_text())
             elif self.error is None:

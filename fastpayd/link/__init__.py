@@ -35,7 +35,13 @@ from typing import Any, ClassVar
 
 from fastpayd.config import CommitteeFile, ConfigError, Endpoint, LinkConfig
 from fastpayd.events import EventLog
-from fastpayd.link.stream import ClientConnection, LinkError, RequestHandler
+from fastpayd.link.stream import (
+    ClientConnection,
+    ConnectionTracker,
+    LinkError,
+    RequestHandler,
+    ServerConnection,
+)
 
 __all__ = [
     "ClientConnection",
@@ -112,6 +118,24 @@ class Link(abc.ABC):
     def stats(self) -> dict[str, Any]:
         """Counters for ``status``."""
         return {}
+
+    def _tracker_for_config(self) -> ConnectionTracker:
+        return ConnectionTracker(self.config.max_connections,
+                                 self.config.max_connections_per_peer)
+
+    def _server_factory(self, handler: RequestHandler, tracker: ConnectionTracker
+                        ) -> Callable[[], ServerConnection]:
+        """The protocol factory serving ``handler`` with every server limit of ``[link]``."""
+        cfg = self.config
+
+        def factory() -> ServerConnection:
+            return ServerConnection(handler, tracker, max_frame=cfg.max_frame,
+                                    idle_timeout=cfg.idle_timeout,
+                                    read_timeout=cfg.read_timeout,
+                                    write_timeout=cfg.write_timeout,
+                                    max_unsent=cfg.max_unsent, on_event=self.events.emit)
+
+        return factory
 
     def reachable_authorities(self) -> list[str]:
         """Authorities that can be reached now, those worth trying first first.

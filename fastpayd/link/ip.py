@@ -16,10 +16,8 @@ from typing import Any
 from fastpayd.link import Link
 from fastpayd.link.stream import (
     ClientConnection,
-    ConnectionTracker,
     LinkError,
     RequestHandler,
-    ServerConnection,
 )
 
 
@@ -29,7 +27,7 @@ class IpLink(Link):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._server: asyncio.Server | None = None
-        self._tracker = ConnectionTracker(self.config.max_connections)
+        self._tracker = self._tracker_for_config()
         self._out: dict[str, ClientConnection] = {}
         self._connecting: dict[str, asyncio.Future[ClientConnection]] = {}
         self._last_ok: dict[str, float] = {}
@@ -40,18 +38,8 @@ class IpLink(Link):
         listen = self.config.listen
         if handler is None or listen is None:
             return
-        cfg = self.config
         loop = asyncio.get_running_loop()
-
-        def factory() -> ServerConnection:
-            return ServerConnection(
-                handler,
-                self._tracker,
-                max_frame=cfg.max_frame,
-                idle_timeout=cfg.idle_timeout,
-                read_timeout=cfg.read_timeout,
-                on_event=self.events.emit,
-            )
+        factory = self._server_factory(handler, self._tracker)
 
         try:
             self._server = await loop.create_server(
@@ -146,5 +134,6 @@ class IpLink(Link):
             "inbound_connections": len(self._tracker.active),
             "accepted": self._tracker.accepted,
             "refused": self._tracker.refused,
+            "dropped": self._tracker.dropped,
             "outbound_connections": sum(1 for c in self._out.values() if c.is_open),
         }

@@ -33,13 +33,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastpayd import wire
-from fastpayd.framing import FrameDecoder, FramingError, encode_frame
+from fastpayd.framing import HEADER_SIZE, FrameDecoder, FramingError, encode_frame
 
 log = logging.getLogger(__name__)
 
 # Stop reading from a connection that has this many responses owed (backpressure: a client
 # pipelining faster than we commit must not grow our memory without bound).
 MAX_OWED = 1024
+# Defaults of the [link] settings of the same names (docs/config.md).
+DEFAULT_MAX_PER_PEER = 32  # connections from one source address
+DEFAULT_WRITE_TIMEOUT = 10.0  # s: a peer whose receive window stays shut this long is dropped
+DEFAULT_MAX_UNSENT = 4 << 20  # bytes queued for one peer beyond which it is dropped
 
 
 class LinkError(Exception):
@@ -55,13 +59,39 @@ class RequestHandler(Protocol):
 
 
 class ConnectionTracker:
-    """Counts a server's live connections and enforces the cap."""
+    """Counts a server's live connections and enforces the caps (global and per address)."""
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, max_per_peer: int | None = None) -> None:
         self.max_connections = max_connections
+        self.max_per_peer = min(max_connections, max_per_peer or DEFAULT_MAX_PER_PEER)
         self.active: set[ServerConnection] = set()
+        self.per_host: collections.Counter[str] = collections.Counter()
         self.accepted = 0
         self.refused = 0
+        self.dropped = 0  # closed for not reading (write timeout / unsent-bytes cap)
+
+    def refusal(self, host: str) -> tuple[str, int] | None:
+        """Why a new connection from ``host`` must be refused: (reason, limit), or None."""
+        if len(self.active) >= self.max_connections:
+            return "max_connections", self.max_connections
+        if self.per_host[host] >= self.max_per_peer:
+            return "max_connections_per_peer", self.max_per_peer
+        return None
+
+    def add(self, conn: ServerConnection) -> None:
+        self.active.add(conn)
+        self.per_host[conn.host] += 1
+        self.accepted += 1
+
+    def discard(self, conn: ServerConnection) -> bool:
+        """Forget ``conn``; return whether it was counted."""
+        if conn not in self.active:
+            return False
+        self.active.discard(conn)
+        self.per_host[conn.host] -= 1
+        if self.per_host[conn.host] <= 0:
+            del self.per_host[conn.host]
+        return True
 
     async def close_server(self, server: asyncio.Server) -> None:
         """Stop ``server`` listening, drop its live connections, wait (briefly) for it."""
@@ -83,6 +113,8 @@ class ServerConnection(asyncio.Protocol):
         max_frame: int,
         idle_timeout: float,
         read_timeout: float,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_unsent: int | None = None,
         on_event: Callable[..., object] | None = None,
     ) -> None:
         self._handler = handler
@@ -90,18 +122,25 @@ class ServerConnection(asyncio.Protocol):
         self._max_frame = max_frame
         self._idle_timeout = idle_timeout
         self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        # At least one whole reply must fit, whatever the caller asked for.
+        self._max_unsent = max(max_unsent or DEFAULT_MAX_UNSENT, max_frame + HEADER_SIZE)
         self._on_event = on_event
         self._decoder = FrameDecoder(max_frame)
         self._transport: asyncio.Transport | None = None
         self._owed: collections.deque[list[Any]] = collections.deque()  # [bytes|None, fut]
         self._last_gate: asyncio.Future[Any] | None = None
         self._closing = False
+        self._closing_since: float | None = None
         self._paused = False
+        self._write_blocked = False
         self._last_activity = 0.0
-        self._partial_since: float | None = None
+        self._partial_since: float | None = None  # first byte of the frame being read
+        self._stalled_since: float | None = None  # our writes blocked (peer not reading)
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_event_loop()
         self.peer = "?"
+        self.host = "?"
         self.requests = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -111,29 +150,31 @@ class ServerConnection(asyncio.Protocol):
         self._transport = transport
         peername = transport.get_extra_info("peername")
         self.peer = _format_peer(peername)
+        self.host = str(peername[0]) if isinstance(peername, tuple) and peername else self.peer
         tracker = self._tracker
-        if len(tracker.active) >= tracker.max_connections:
+        refusal = tracker.refusal(self.host)
+        if refusal is not None:
+            reason, limit = refusal
             tracker.refused += 1
             self._closing = True
             transport.write(encode_frame(wire.encode_error(wire.too_many_connections(
-                tracker.max_connections))))
+                limit, per_peer=reason != "max_connections"))))
             transport.close()
-            self._emit("connection_refused", reason="max_connections")
+            self._emit("connection_refused", reason=reason)
             return
-        tracker.active.add(self)
-        tracker.accepted += 1
+        tracker.add(self)
         self._last_activity = self._loop.time()
-        self._arm_timer(self._idle_timeout)
+        self._arm_timer(self._last_activity + self._idle_timeout)
         self._emit("peer_connected")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        was_active = self in self._tracker.active
-        self._tracker.active.discard(self)
+        was_active = self._tracker.discard(self)
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._owed.clear()
+        self._transport = None
         if was_active:
             self._emit("peer_disconnected", requests=self.requests)
 
@@ -145,17 +186,25 @@ class ServerConnection(asyncio.Protocol):
         try:
             frames = self._decoder.feed(data)
         except FramingError as exc:
+            # Complete requests before the bad header are answered first, in order.
+            for frame in exc.frames:
+                if self._closing:
+                    return
+                self._handle_frame(frame)
             self._fail(wire.framing_error(exc))
             return
         for frame in frames:
             if self._closing:
                 return
             self._handle_frame(frame)
-        if self._decoder.pending:
-            if self._partial_since is None:
+        # The read timeout counts from the first byte of the frame being read: a read that
+        # completed frames and left a partial one started that one now.
+        if frames or self._partial_since is None:
+            if self._decoder.pending:
                 self._partial_since = now
-        else:
-            self._partial_since = None
+                self._arm_timer(now + self._read_timeout)
+            else:
+                self._partial_since = None
 
     def eof_received(self) -> bool | None:
         # A half-close with a partial frame is a truncated frame: answer, then close.
@@ -163,15 +212,23 @@ class ServerConnection(asyncio.Protocol):
             self._fail(wire.truncated_frame())
             return True
         # Let owed responses go out, then close (keep the transport open for writing).
-        self._closing = True
+        self._start_closing()
         self._close_when_drained()
         return True
 
     def pause_writing(self) -> None:
+        # The peer is not reading what we send: it has write_timeout to start again.
+        self._write_blocked = True
+        if self._stalled_since is None:
+            self._stalled_since = self._loop.time()
+            self._arm_timer(self._stalled_since + self._write_timeout)
         self._set_paused(True)
 
     def resume_writing(self) -> None:
-        self._set_paused(False)
+        self._write_blocked = False
+        self._stalled_since = None
+        if len(self._owed) < MAX_OWED // 2:
+            self._set_paused(False)
 
     # -- request handling -----------------------------------------------------------------
 
@@ -197,6 +254,7 @@ class ServerConnection(asyncio.Protocol):
         if wait_for is None and not self._owed:
             assert self._transport is not None
             self._transport.write(data)
+            self._check_unsent()
             return
         self._owed.append([data, wait_for])
         if wait_for is None:
@@ -233,10 +291,31 @@ class ServerConnection(asyncio.Protocol):
         if out:
             # One write (one send syscall) for every response the batch released.
             transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if self._paused and len(owed) < MAX_OWED // 2:
+            if not self._check_unsent():
+                return
+        if self._paused and not self._write_blocked and len(owed) < MAX_OWED // 2:
             self._set_paused(False)
         if not owed and self._closing:
             transport.close()
+
+    def _check_unsent(self) -> bool:
+        """Drop the peer if our unsent bytes to it exceed the cap; return False if dropped."""
+        transport = self._transport
+        if transport is None or transport.get_write_buffer_size() <= self._max_unsent:
+            return True
+        self._drop("unsent_cap")
+        return False
+
+    def _drop(self, reason: str) -> None:
+        """Abort a peer that does not read what we send: no error frame, it would not read it."""
+        transport = self._transport
+        self._closing = True
+        self._owed.clear()
+        self._tracker.dropped += 1
+        self._emit("peer_dropped", reason=reason,
+                   unsent=transport.get_write_buffer_size() if transport else 0)
+        if transport is not None:
+            transport.abort()
 
     def _fail(self, error: Any) -> None:
         """Answer a bad frame with ``error`` after what is owed, then close."""
@@ -244,9 +323,16 @@ class ServerConnection(asyncio.Protocol):
             return
         self._emit("bad_frame", code=wire.error_code(error))
         data = encode_frame(wire.encode_error(error))
-        self._closing = True
+        self._start_closing()
         self._owed.append([data, None])
         self._release(None)
+
+    def _start_closing(self) -> None:
+        if self._closing_since is None:
+            self._closing_since = self._loop.time()
+            # What is still unsent then has write_timeout to leave (close() waits for it).
+            self._arm_timer(self._closing_since + self._write_timeout)
+        self._closing = True
 
     def _close_when_drained(self) -> None:
         if not self._owed and self._transport is not None:
@@ -266,35 +352,66 @@ class ServerConnection(asyncio.Protocol):
 
     # -- timers ---------------------------------------------------------------------------
 
-    def _arm_timer(self, delay: float) -> None:
-        self._timer = self._loop.call_later(max(delay, 0.01), self._on_timer)
+    def _arm_timer(self, when: float) -> None:
+        """Make sure the timer fires no later than ``when`` (loop time).
+
+        One timer re-armed lazily: it is moved only when a deadline comes earlier than the
+        one it is set for, which is cheaper than cancelling a timer on every packet.
+        """
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
-        # One timer re-armed lazily: cheaper than cancelling a timer on every packet.
         self._timer = None
-        if self._closing or self._transport is None:
+        transport = self._transport
+        if transport is None:
             return
         now = self._loop.time()
+        if self._closing:
+            # Closing, and what we owe the peer has not left within write_timeout.
+            since = self._closing_since
+            if since is None:
+                return
+            if now >= since + self._write_timeout:
+                self._drop("write_timeout")
+            else:
+                self._arm_timer(since + self._write_timeout)
+            return
+        deadlines: list[float] = []
+        if self._stalled_since is not None:
+            deadline = self._stalled_since + self._write_timeout
+            if now >= deadline:
+                self._drop("write_timeout")
+                return
+            deadlines.append(deadline)
         if self._partial_since is not None:
             deadline = self._partial_since + self._read_timeout
             if now >= deadline:
-                self._fail(wire.timeout_error("read timeout: incomplete frame"))
+                self._fail(wire.timeout_error(
+                    f"read timeout: frame incomplete after {self._read_timeout:g} s"))
                 return
-            self._arm_timer(min(deadline, self._last_activity + self._idle_timeout) - now)
-            return
+            deadlines.append(deadline)
         deadline = self._last_activity + self._idle_timeout
-        if now >= deadline and not self._owed:
-            self._fail(wire.timeout_error("idle timeout"))
+        if now >= deadline and not self._owed and self._stalled_since is None:
+            self._fail(wire.timeout_error(f"idle timeout: nothing received for "
+                                          f"{self._idle_timeout:g} s"))
             return
-        self._arm_timer(max(deadline - now, min(self._read_timeout, self._idle_timeout)))
+        deadlines.append(max(deadline, now + min(self._read_timeout, self._idle_timeout)))
+        self._arm_timer(min(deadlines))
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self._on_event is not None:
             self._on_event(event, peer=self.peer, **fields)
 
     def close(self) -> None:
-        """Close after the owed responses are written."""
-        self._closing = True
+        """Close after the owed responses are written (at most write_timeout from now)."""
+        if self._transport is None:
+            return
+        self._start_closing()
         self._release(None)
         self._close_when_drained()
 

@@ -58,10 +58,8 @@ from fastpayd.link import Link
 from fastpayd.link.inrange import InRangeTable, Left
 from fastpayd.link.stream import (
     ClientConnection,
-    ConnectionTracker,
     LinkError,
     RequestHandler,
-    ServerConnection,
 )
 from fastpayd.wifidirect import (
     AuthorityPeer,
@@ -139,7 +137,7 @@ class WifiDirectLink(Link):
         self._authority: WifiDirectAuthority | None = None
         self._client: WifiDirectClient | None = None
         self._server: asyncio.Server | None = None
-        self._tracker = ConnectionTracker(self.config.max_connections)
+        self._tracker = self._tracker_for_config()
         self._radio = asyncio.Lock()
         self._round: asyncio.Task[Any] | None = None
         self._discovery: asyncio.Task[None] | None = None
@@ -239,13 +237,7 @@ class WifiDirectLink(Link):
         await self._authority.start()
         if handler is None:
             return
-        cfg = self.config
-
-        def factory() -> ServerConnection:
-            return ServerConnection(handler, self._tracker, max_frame=cfg.max_frame,
-                                    idle_timeout=cfg.idle_timeout,
-                                    read_timeout=cfg.read_timeout, on_event=self.events.emit)
-
+        factory = self._server_factory(handler, self._tracker)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(factory, host="::", port=self.port,
                                                 family=socket.AF_INET6, reuse_address=True)

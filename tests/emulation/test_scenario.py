@@ -67,12 +67,11 @@ def test_load_full_station_and_timeline(tmp_path: Path) -> None:
     assert scen.timeline[0].retry_for == 4
 
 
-def test_unknown_keys_are_kept_for_later_layers(tmp_path: Path) -> None:
-    scen = scenario.load(_write(tmp_path, MINIMAL + 'committee = "c1"\n'
-                                "[[transfers]]\nat = 3\namount = 5\n"))
-    assert scen.extra == {"transfers": [{"at": 3, "amount": 5}]}
-    scen = scenario.load(_write(tmp_path, '[[stations]]\nname = "a"\nkeys = "k.toml"\n'))
-    assert scen.stations[0].extra == {"keys": "k.toml"}
+def test_fastpay_keys_are_kept_for_its_layer(tmp_path: Path) -> None:
+    scen = scenario.load(_write(tmp_path, '[fastpay]\nbalance = 5\n[[stations]]\nname = "a"\n'
+                                'role = "client"\nbalance = 7\n'))
+    assert scen.extra == {"fastpay": {"balance": 5}}
+    assert scen.stations[0].extra == {"balance": 7}
 
 
 @pytest.mark.parametrize("text, message", [

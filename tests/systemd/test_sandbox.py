@@ -13,7 +13,14 @@ systemd itself uses, around a real ``fastpayd`` authority:
   (``PR_SET_MDWE``), which refuses what systemd's seccomp rule refuses.
 
 Under all that the daemon must reach READY, answer its control socket, cast and
-persist a vote, and stop cleanly on SIGTERM. Not covered here (they need
+persist a vote, and stop cleanly on SIGTERM.
+
+The checkout may sit where the service user cannot read it (a clean clone in a
+``mktemp -d`` directory is 0700): inside the mount namespace, before privileges are
+dropped, the checkout is bind-mounted into the world-traversable scratch directory and
+the daemon runs from there (a bind mount does not inherit the permissions of the path
+above the original). If the service user still cannot run the interpreter (e.g. a base
+Python under a private home), the test is skipped with that reason. Not covered here (they need
 systemd): the system-call filter and address-family list, PrivateUsers,
 PrivateTmp, ProtectProc.
 """
@@ -26,6 +33,7 @@ import pwd
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -33,7 +41,7 @@ from pathlib import Path
 
 import pytest
 from daemon_helpers import NotifySocket, ask_for_vote, control, make_network, started
-from sd_helpers import require_tool
+from sd_helpers import REPO, require_tool
 
 import protocol
 from fastpayd.keys import read_key
@@ -42,9 +50,11 @@ PR_SET_MDWE = 65
 PR_GET_MDWE = 66
 PR_MDWE_REFUSE_EXEC_GAIN = 1
 
-# Mount namespace: rw binds of the two writable directories, everything else read-only.
+# Mount namespace: the checkout bound where the service user can reach it, rw binds of
+# the two writable directories, everything else read-only.
 SANDBOX = r"""
-state=$1; rundir=$2; shift 3
+state=$1; rundir=$2; repo=$3; checkout=$4; shift 5
+mount --bind "$repo" "$checkout"
 mount --bind "$state" "$state"
 mount --bind "$rundir" "$rundir"
 findmnt -rno TARGET | while read -r target; do
@@ -60,6 +70,7 @@ exec "$@"
 # venv's interpreter may live where the unprivileged user cannot exec it again).
 HARDEN = r"""
 import ctypes, os, sys
+sys.path.insert(0, sys.argv.pop(1))  # the checkout, as bound inside the namespace
 os.umask(0o077)
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.prctl(65, 1, 0, 0, 0) != 0:
@@ -111,15 +122,31 @@ def test_fastpayd_runs_in_the_unit_sandbox(sandbox_root: Path) -> None:
         d.mkdir(parents=True)
         os.chown(d, user.pw_uid, user.pw_gid)
         d.chmod(mode)
+    checkout = sandbox_root / "checkout"
+    checkout.mkdir()
+    python = Path(sys.executable)
+    if python.is_relative_to(REPO):  # the venv inside the checkout: run it from the bind
+        python = checkout / python.relative_to(REPO)
+
+    def sandboxed(*argv: str) -> list[str]:
+        return [
+            "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", SANDBOX, "sandbox", str(state_dir), str(run_dir), str(REPO),
+            str(checkout), "--",
+            "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", str(python), *argv,
+        ]  # fmt: skip
+
+    probe = subprocess.run(
+        sandboxed("-c", f"import sys; sys.path.insert(0, {str(checkout)!r}); "
+                  "import fastpayd.daemon, nacl, msgpack, pydantic"),
+        capture_output=True, text=True, timeout=120, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"user {user.pw_name} cannot run this checkout's Python even from a "
+                    f"bind mount: {(probe.stderr or probe.stdout).strip()[-300:]}")
     notify = NotifySocket(sandbox_root / "notify.sock")
     (sandbox_root / "notify.sock").chmod(0o777)  # like systemd's, writable by the service
-    command = [
-        "unshare", "--mount", "--propagation", "private",
-        "sh", "-c", SANDBOX, "sandbox", str(state_dir), str(run_dir), "--",
-        "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-        "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
-        sys.executable, "-c", HARDEN,
-    ]  # fmt: skip
+    command = sandboxed("-c", HARDEN, str(checkout))
     try:
         with started(config, notify, sandbox_root / "fastpayd.log", command) as daemon:
             daemon.expect("READY")

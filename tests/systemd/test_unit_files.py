@@ -101,6 +101,7 @@ def test_fastpayd_unit_is_notify_with_state_and_runtime_dirs() -> None:
     assert one("StateDirectory") == "fastpayd/%i"
     assert one("RuntimeDirectory") == "fastpayd/%i"
     assert one("Restart") == "on-failure"
+    assert one("RestartPreventExitStatus").split() == ["2", "3"]
     assert "wpa_supplicant.service" in directive(UNIT, "Unit", "Wants")[0].split()
     assert "wpa_supplicant.service" in directive(UNIT, "Unit", "After")[0].split()
 
