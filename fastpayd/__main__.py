@@ -55,7 +55,7 @@ def _keygen(argv: list[str]) -> int:
         write_key(args.out, kp, overwrite=args.force)
     except KeyFileError as exc:
         print(f"fastpayd keygen: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except OSError as exc:
         print(f"fastpayd keygen: {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -94,8 +94,7 @@ def _testnet(argv: list[str]) -> int:
     p.add_argument("--force", action="store_true",
                    help="overwrite existing keys and delete the nodes' old state")
     args = p.parse_args(argv)
-    from fastpayd.keys import KeyFileError
-    from fastpayd.statelock import StateLocked
+    from fastpayd.errors import EXIT_CONFIG, FastpaydError
     from fastpayd.testnet import generate_testnet
 
     seed = None
@@ -111,12 +110,12 @@ def _testnet(argv: list[str]) -> int:
             base_port=args.base_port, host=args.host, seed=seed, overwrite=args.force,
             progress=lambda line: print(line, flush=True),
         )
-    except (ValueError, KeyFileError) as exc:
+    except ValueError as exc:
         print(f"fastpayd testnet: {exc}", file=sys.stderr)
-        return 2
-    except StateLocked as exc:
+        return EXIT_CONFIG
+    except FastpaydError as exc:
         print(f"fastpayd testnet: {exc}", file=sys.stderr)
-        return 3
+        return exc.exit_status
     except OSError as exc:
         print(f"fastpayd testnet: {exc}", file=sys.stderr)
         return 1

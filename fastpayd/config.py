@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastpayd.errors import EXIT_CONFIG, FastpaydError
+
 ROLES = ("authority", "client")
 LINK_KINDS = ("ip", "wifidirect")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -42,8 +44,11 @@ GENESIS_KEYS = frozenset({"address", "balance"})
 DEFAULT_EVENTS_MAX_BYTES = 16 << 20
 
 
-class ConfigError(Exception):
+class ConfigError(FastpaydError):
     """A configuration file is missing, unreadable or wrong; the message says where."""
+
+    code = "ConfigError"
+    exit_status = EXIT_CONFIG
 
 
 @dataclass(frozen=True)

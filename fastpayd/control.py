@@ -44,6 +44,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from fastpayd.errors import EXIT_IN_USE, FastpaydError
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20  # an answer line (events can be long)
@@ -72,17 +74,20 @@ _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 Progress = Callable[[dict[str, Any]], None]
 
 
-class ControlError(Exception):
-    """A command failed in a way the caller should see: ``code`` is stable."""
+class ControlError(FastpaydError):
+    """A command failed in a way the caller should see: ``code`` (per instance) is stable."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = code  # type: ignore[misc]
         self.message = message
 
 
-class ControlSocketInUse(Exception):
+class ControlSocketInUse(FastpaydError):
     """A live daemon already answers on the control socket's path."""
+
+    code = "ControlSocketInUse"
+    exit_status = EXIT_IN_USE
 
     def __init__(self, path: Path, where: str = "") -> None:
         super().__init__(f"{where + ' = ' if where else ''}{path}: control socket in use by "

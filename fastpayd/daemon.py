@@ -12,7 +12,8 @@
 Exit status (the table in docs/config.md): ``EXIT_OK`` 0 stopped by SIGTERM/SIGINT,
 ``EXIT_FAILURE`` 1 failed while running (storage, link, I/O), ``EXIT_CONFIG`` 2 usage or
 configuration error (the message names the file and the key), ``EXIT_IN_USE`` 3 another
-running daemon holds this node's state directory or control socket.
+running daemon holds this node's state directory or control socket.  Each
+:class:`~fastpayd.errors.FastpaydError` carries the status it means.
 """
 
 from __future__ import annotations
@@ -25,17 +26,9 @@ import signal
 import sys
 
 from fastpayd.config import ConfigError, NodeConfig, load_node_config
-from fastpayd.control import ControlSocketInUse
-from fastpayd.keys import KeyFileError
-from fastpayd.link import LinkError
+from fastpayd.errors import EXIT_CONFIG, EXIT_FAILURE, FastpaydError
 from fastpayd.node import Node
 from fastpayd.notify import Notifier
-from fastpayd.statelock import StateLocked
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_IN_USE = 3
 
 log = logging.getLogger("fastpayd")
 
@@ -143,13 +136,10 @@ def run(config_path: str, role: str | None) -> int:
             prof.dump_stats(profile_path)
             return status
         return asyncio.run(serve(config))
-    except (ConfigError, KeyFileError) as exc:
+    except FastpaydError as exc:  # each says which exit status it means
         print(f"fastpayd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (StateLocked, ControlSocketInUse) as exc:
-        print(f"fastpayd: {exc}", file=sys.stderr)
-        return EXIT_IN_USE
-    except (LinkError, OSError) as exc:
+        return exc.exit_status
+    except OSError as exc:
         print(f"fastpayd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

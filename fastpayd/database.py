@@ -41,6 +41,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from fastpayd.errors import FastpaydError
+
 log = logging.getLogger(__name__)
 
 TABLES = ("accounts", "log", "meta", "history")
@@ -58,8 +60,10 @@ class Serializable(Protocol):
     def to_bytes(self) -> bytes: ...
 
 
-class StorageError(Exception):
+class StorageError(FastpaydError):
     """Raised to waiters when a commit failed; the daemon must stop."""
+
+    code = "StorageError"
 
 
 class Database:

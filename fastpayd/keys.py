@@ -12,13 +12,17 @@ import os
 import stat
 from pathlib import Path
 
+from fastpayd.errors import EXIT_CONFIG, FastpaydError
 from protocol import KeyPair
 
 log = logging.getLogger(__name__)
 
 
-class KeyFileError(Exception):
+class KeyFileError(FastpaydError):
     """A key file is missing, unreadable or malformed; the message names it."""
+
+    code = "KeyFileError"
+    exit_status = EXIT_CONFIG
 
 
 def write_key(path: Path, keypair: KeyPair, *, overwrite: bool = False) -> None:

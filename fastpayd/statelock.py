@@ -21,11 +21,16 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from fastpayd.errors import EXIT_IN_USE, FastpaydError
+
 LOCK_NAME = "lock"
 
 
-class StateLocked(Exception):
+class StateLocked(FastpaydError):
     """Another live process holds the state directory's lock."""
+
+    code = "StateLocked"
+    exit_status = EXIT_IN_USE
 
     def __init__(self, path: Path, pid: int | None) -> None:
         holder = f"pid {pid}" if pid is not None else "another process (pid unknown)"

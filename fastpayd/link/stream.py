@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastpayd import wire
+from fastpayd.errors import FastpaydError
 from fastpayd.framing import HEADER_SIZE, FrameDecoder, FramingError, encode_frame
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ DEFAULT_WRITE_TIMEOUT = 10.0  # s: a peer whose receive window stays shut this l
 DEFAULT_MAX_UNSENT = 4 << 20  # bytes queued for one peer beyond which it is dropped
 
 
-class LinkError(Exception):
+class LinkError(FastpaydError):
     """A connection could not be opened, was lost, or a request timed out."""
+
+    code = "LinkError"
 
 
 class RequestHandler(Protocol):

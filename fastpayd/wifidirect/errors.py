@@ -7,17 +7,19 @@ radio problem; it is made in exactly one place (:func:`manager.check_reply`).
 
 from __future__ import annotations
 
+from fastpayd.errors import FastpaydError
 
-class WifiDirectError(Exception):
+
+class WifiDirectError(FastpaydError):
     """Root of every error this package raises."""
 
-    code = "wifidirect"
+    code = "WifiDirect"
 
 
 class WpaError(WifiDirectError):
     """wpa_supplicant answered a D-Bus call with an error reply."""
 
-    code = "wpa_error"
+    code = "WpaError"
 
     def __init__(self, method: str, name: str, message: str) -> None:
         super().__init__(f"{method}: {name}: {message}")
@@ -29,22 +31,22 @@ class WpaError(WifiDirectError):
 class InterfaceNotFound(WifiDirectError):
     """wpa_supplicant does not control the named network interface (or is not on the bus)."""
 
-    code = "interface_not_found"
+    code = "InterfaceNotFound"
 
 
 class FormationFailed(WifiDirectError):
     """Joining or starting a P2P group failed (WPS failure, formation failure, timeout)."""
 
-    code = "formation_failed"
+    code = "FormationFailed"
 
 
 class RecordError(WifiDirectError, ValueError):
     """A FastPay service record could not be encoded or decoded."""
 
-    code = "bad_record"
+    code = "RecordError"
 
 
 class PeerGone(WifiDirectError):
     """The peer left radio range (or its group ended) while we were talking to it."""
 
-    code = "peer_gone"
+    code = "PeerGone"
