@@ -24,7 +24,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Every key each table may hold: anything else is a typo and an error (with the nearest
 # known key), because a misspelt key silently falls back to its default.
 NODE_FILE_TABLES = frozenset({"node", "link", "client"})
-CLIENT_KEYS = frozenset({"sync_interval", "retry_after", "max_retry_after", "repeat_window"})
+CLIENT_TABLE_KEYS = frozenset({"sync_interval", "retry_after", "max_retry_after",
+                               "repeat_window"})  # a client node file's [client]
 NODE_KEYS = frozenset({"role", "name", "key_file", "state_dir", "control_socket",
                        "committee_file", "log_level", "log_requests", "events_max_bytes"})
 LINK_KEYS = frozenset({"kind", "listen", "max_frame", "max_connections",
@@ -331,7 +332,7 @@ def _client_config(data: dict[str, Any], path: Path) -> ClientConfig:
     cw = f"{path}: [client]"
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [client] must be a table")
-    check_keys(table, CLIENT_KEYS, cw)
+    check_keys(table, CLIENT_TABLE_KEYS, cw)
     values = {}
     for key, default in (("sync_interval", 30.0), ("retry_after", 2.0),
                          ("max_retry_after", 30.0), ("repeat_window", 120.0)):
