@@ -150,10 +150,11 @@ class Cli:
             print(f"  .. {step} {detail}", file=sys.stderr, flush=True)
 
         print(f"transfer {args.amount} to {args.recipient} ...", file=sys.stderr, flush=True)
-        a = await self.call({"cmd": "transfer", "recipient": args.recipient,
-                             "amount": args.amount, "wait": args.wait or None,
-                             "again": args.again, "timeout": args.timeout},
-                            args.timeout + 10.0, show)
+        request = {"cmd": "transfer", "recipient": args.recipient, "amount": args.amount,
+                   "again": args.again, "timeout": args.timeout}
+        if args.wait:
+            request["wait"] = True  # else the daemon's default for its link
+        a = await self.call(request, args.timeout + 10.0, show)
         if self.as_json:
             return
         if not a.get("certificate"):

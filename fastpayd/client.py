@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 from fastpayd import wire
-from fastpayd.control import ControlError, Progress
+from fastpayd.control import ControlError, Progress, caller_gone
 from fastpayd.link import LinkError
 from fastpayd.node import Node
 from fastpayd.store import SqliteClientStore
@@ -179,7 +179,7 @@ class ClientNode(Node):
             self.state, asyncio.get_running_loop().time(),
             max_parallel=self.link.max_parallel, retry_after=cc.retry_after,
             max_retry_after=cc.max_retry_after, sync_interval=cc.sync_interval or None,
-            repeat_window=cc.repeat_window, reported_sequence_number=self._reported)
+            reported_sequence_number=self._reported)
         if session.has_work:
             self.events.emit("transfer_resumed", **self.transfer_progress(session))
         self.pump = SessionPump(self, session)
@@ -413,10 +413,12 @@ class ClientNode(Node):
             "balance": self.state.balance, "mobile": self.link_is_mobile,
             "accepted": seq is not None, "delivery": state.delivery,
         }
-        if state.certified:
+        if (state.certified or answer["mobile"]) and seq is not None and not caller_gone():
+            # Shown to somebody: typing the same transfer again now means paying again.
             self.session.reported(ticket)
             self.db.stage("meta", REPORTED_KEY,
                           str(self.session.reported_sequence_number).encode())
+        if state.certified:
             cert = self.state.certificate_for(seq) if seq is not None else None
             answer["votes"] = {n: "vote" for n, _ in cert.signatures} if cert else {}
             t0 = self._started_at.get(seq) if seq is not None else None

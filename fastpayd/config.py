@@ -24,8 +24,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Every key each table may hold: anything else is a typo and an error (with the nearest
 # known key), because a misspelt key silently falls back to its default.
 NODE_FILE_TABLES = frozenset({"node", "link", "client"})
-CLIENT_TABLE_KEYS = frozenset({"sync_interval", "retry_after", "max_retry_after",
-                               "repeat_window"})  # a client node file's [client]
+CLIENT_TABLE_KEYS = frozenset({"sync_interval", "retry_after", "max_retry_after"})
 NODE_KEYS = frozenset({"role", "name", "key_file", "state_dir", "control_socket",
                        "committee_file", "log_level", "log_requests", "events_max_bytes"})
 LINK_KEYS = frozenset({"kind", "listen", "max_frame", "max_connections",
@@ -138,7 +137,6 @@ class ClientConfig:
     sync_interval: float = 30.0  # s between asks for payments received (0: start-up only)
     retry_after: float = 2.0  # s before an authority that failed is tried again (doubles)
     max_retry_after: float = 30.0  # s: the back-off's ceiling
-    repeat_window: float = 120.0  # s: the same transfer typed again within this is a repeat
 
 
 @dataclass(frozen=True)
@@ -335,7 +333,7 @@ def _client_config(data: dict[str, Any], path: Path) -> ClientConfig:
     check_keys(table, CLIENT_TABLE_KEYS, cw)
     values = {}
     for key, default in (("sync_interval", 30.0), ("retry_after", 2.0),
-                         ("max_retry_after", 30.0), ("repeat_window", 120.0)):
+                         ("max_retry_after", 30.0)):
         v = float(_optional(table, key, (int, float), default, cw))
         if v < 0 or (key in ("retry_after", "max_retry_after") and v <= 0):
             raise ConfigError(f"{cw}.{key}: must be a positive number of seconds")

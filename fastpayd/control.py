@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import inspect
 import json
@@ -72,6 +73,19 @@ FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 
 Progress = Callable[[dict[str, Any]], None]
+
+
+_caller: contextvars.ContextVar[asyncio.StreamReader | None] = contextvars.ContextVar(
+    "control_caller", default=None)
+
+
+def caller_gone() -> bool:
+    """Inside a command: True once the client that sent it has closed its connection.
+
+    (Its reader has seen EOF with nothing left unread: a CLI killed mid-command.)  A
+    command uses it to tell "answered" from "answered to nobody"."""
+    reader = _caller.get()
+    return reader is not None and reader.at_eof()
 
 
 class ControlError(FastpaydError):
@@ -239,6 +253,7 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
+                _caller.set(reader)
                 answer = await self._dispatch(line, writer)
                 if not await _send(writer, answer):
                     return

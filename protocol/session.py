@@ -38,10 +38,10 @@ The rules are the reference client's (``fastpay_core/src/client.rs``):
   acknowledged it.  Both are reported; the session keeps delivering until the latter.
 * **One order at a time.**  A transfer asked for while a different one is collecting
   votes is queued and signed when that one has its certificate.  Asking again for the
-  transfer that is pending, or for the latest one when its success has not been reported
-  to anybody (:meth:`~PaymentSession.reported`) or it was certified less than
-  ``repeat_window`` seconds ago, returns that transfer instead of paying twice (pass
-  ``again=True`` to pay the same amount to the same recipient once more).
+  transfer that is pending, or for the latest one when nobody has been shown it yet
+  (:meth:`~PaymentSession.reported`: the caller that asked for it went away before its
+  answer), returns that transfer instead of paying twice (pass ``again=True`` to pay
+  the same amount to the same recipient once more).
 * **Payments received** are found by certificate identity: every authority's received
   log only grows, so the session keeps a cursor per authority and ingests what lies past
   it (each (sender, sequence number) is credited once, after verifying the certificate
@@ -365,7 +365,6 @@ class PaymentSession:
         retry_after: float = 2.0,
         max_retry_after: float = 30.0,
         sync_interval: float | None = 30.0,
-        repeat_window: float = 120.0,
         reported_sequence_number: int = -1,
     ) -> None:
         """Drive ``client``'s work; resumes what its record left unfinished.
@@ -380,7 +379,6 @@ class PaymentSession:
         self.retry_after = retry_after
         self.max_retry_after = max_retry_after
         self.sync_interval = sync_interval
-        self.repeat_window = repeat_window
         self.reported_sequence_number = reported_sequence_number
         self._auth = {n: _Authority(n) for n in sorted(self.committee.names)}
         self._order: list[str] = sorted(self._auth)  # reachable ones, preferred first
@@ -395,7 +393,6 @@ class PaymentSession:
         self._next_ticket = 1
         self._stopped_seq: int | None = None  # vote collection ended early for this seq
         self._no_quorum_seq: int | None = None  # NoQuorum reported for this seq
-        self._certified_at: dict[int, float] = {}
         self._delivery: dict[int, str | None] = {}
         self._final_seq: int | None = None
         self._propagated_seq: int | None = None
@@ -506,7 +503,8 @@ class PaymentSession:
             self._events.append(OrderSigned(ticket, req.sequence_number, recipient, amount,
                                             resumed=True, certified=False))
         elif (pending is None and not self._queue and not again and latest is not None
-              and self._same(latest.value, req) and self._unseen_or_recent(latest, now)):
+              and self._same(latest.value, req)
+              and latest.value.transfer.sequence_number > self.reported_sequence_number):
             req.sequence_number = latest.value.transfer.sequence_number
             self._events.append(OrderSigned(ticket, req.sequence_number, recipient, amount,
                                             resumed=True, certified=True))
@@ -576,7 +574,8 @@ class PaymentSession:
         return sync_id
 
     def reported(self, ticket: Ticket) -> None:
-        """A caller saw ``ticket``'s success: typing the same transfer again pays again."""
+        """A caller was shown ``ticket``'s transfer (its number, or its success): typing the
+        same transfer again once it is certified pays again."""
         seq = self._requests[ticket].sequence_number
         if seq is not None:
             self.reported_sequence_number = max(self.reported_sequence_number, seq)
@@ -708,13 +707,6 @@ class PaymentSession:
         t = order.transfer
         return (t.recipient, t.amount, t.user_data) == (req.recipient, req.amount, req.user_data)
 
-    def _unseen_or_recent(self, cert: CertifiedTransferOrder, now: float) -> bool:
-        seq = cert.value.transfer.sequence_number
-        if seq > self.reported_sequence_number:
-            return True
-        at = self._certified_at.get(seq)
-        return at is not None and now - at <= self.repeat_window
-
     @staticmethod
     def _as_error(message: Message) -> FastPayError:
         if isinstance(message, Error):
@@ -787,7 +779,6 @@ class PaymentSession:
 
     def _certified(self, cert: CertifiedTransferOrder) -> None:
         seq = cert.value.transfer.sequence_number
-        self._certified_at[seq] = self._now
         self._events.append(CertificateFormed(seq, cert))
         self._delivery[seq] = None
         self._actions.append(DeliverToPayee(cert))

@@ -89,11 +89,10 @@ def test_repeating_a_transfer_whose_success_nobody_saw_returns_it():
     assert alice.balance == 90
 
 
-def test_repeat_within_the_window_is_the_same_payment_unless_again():
+def test_again_pays_once_more_although_nobody_saw_the_first():
     net, alice, d = _setup()
     t1 = d.session.start(BOB, 5, d.clock)
     d.run(until=lambda d: d.session.ticket(t1).settled)
-    d.session.reported(t1)
     t2 = d.session.start(BOB, 5, d.clock + 1.0)
     assert d.session.ticket(t2).sequence_number == 0
     t3 = d.session.start(BOB, 5, d.clock + 1.0, again=True)

@@ -101,7 +101,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     def _session(self, state: ClientState) -> PaymentSession:
         return PaymentSession(state, self.now, retry_after=1.0, max_retry_after=4.0,
-                              sync_interval=5.0, repeat_window=3.0)
+                              sync_interval=5.0)
 
     # --- the network ------------------------------------------------------------------
 
