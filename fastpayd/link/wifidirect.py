@@ -304,8 +304,14 @@ class WifiDirectLink(Link):
         return self.table.rows(time.monotonic())
 
     def reachable_authorities(self) -> list[str]:
-        """Fresh authorities in range, best first: those worth a join now."""
-        return self.table.reachable(time.monotonic())
+        """The authority whose group we are in (while it lasts), then fresh ones in range,
+        best first: those worth a join now.  (No discovery runs while we are in a group,
+        so the joined one would otherwise go stale under a long visit.)"""
+        fresh = self.table.reachable(time.monotonic())
+        session = self._session
+        if session is not None and session.name in self.table and not session.task.done():
+            return [session.name, *(n for n in fresh if n != session.name)]
+        return fresh
 
     # -- sessions (client) -------------------------------------------------------------
 
