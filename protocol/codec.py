@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import msgpack  # type: ignore[import-untyped]
 import pydantic
 
+from protocol.crypto import DOMAIN_TRANSFER_ORDER, DOMAIN_VOTE
 from protocol.errors import (
     FastPayError,
     InvalidMessage,
@@ -268,13 +269,13 @@ _set_private = _slot_setter("__pydantic_private__")
 _new = object.__new__
 
 
-def _build(cls: type[_M], values: dict[str, Any]) -> _M:
+def _build(cls: type[_M], values: dict[str, Any], fields: frozenset[str] | None = None) -> _M:
     # What pydantic's own validation leaves on a frozen model with every field given:
     # the field values in __dict__, all of them in fields_set, no extra, no private.
     # tests/protocol/test_codec_fast.py compares the whole instance state with it.
     m: _M = _new(cls)
     _set_dict(m, values)
-    _set_fields_set(m, set(values))
+    _set_fields_set(m, set(values if fields is None else fields))
     _set_extra(m, None)
     _set_private(m, None)
     return m
@@ -298,6 +299,9 @@ def _u64(value: Any, where: str) -> int:
     return value
 
 
+_TRANSFER_FIELDS = frozenset(WIRE_FIELDS["Transfer"])
+
+
 def _fast_transfer(body: Any, where: str = "transfer") -> Transfer:
     sender, recipient, amount, sequence_number, user_data = _array(body, 5, where)
     if user_data is not None and (
@@ -307,16 +311,21 @@ def _fast_transfer(body: Any, where: str = "transfer") -> Transfer:
             f"invalid field {where}.user_data: expected nil or bin of at most "
             f"{MAX_USER_DATA_LENGTH} bytes"
         )
-    return _build(
-        Transfer,
-        {
-            "sender": _bin(sender, 32, f"{where}.sender"),
-            "recipient": _bin(recipient, 32, f"{where}.recipient"),
-            "amount": _u64(amount, f"{where}.amount"),
-            "sequence_number": _u64(sequence_number, f"{where}.sequence_number"),
-            "user_data": user_data,
-        },
-    )
+    values = {
+        "sender": _bin(sender, 32, f"{where}.sender"),
+        "recipient": _bin(recipient, 32, f"{where}.recipient"),
+        "amount": _u64(amount, f"{where}.amount"),
+        "sequence_number": _u64(sequence_number, f"{where}.sequence_number"),
+        "user_data": user_data,
+    }
+    # Every request signs or verifies over these: compute them now, from the decoded
+    # values exactly as the Transfer's cached properties do (the properties then find them
+    # in __dict__; the tests compare them with a validated Transfer's).
+    canonical: bytes = msgpack.packb(body, use_bin_type=True)
+    values["canonical_bytes"] = canonical
+    values["order_signing_bytes"] = DOMAIN_TRANSFER_ORDER + canonical
+    values["vote_signing_bytes"] = DOMAIN_VOTE + canonical
+    return _build(Transfer, values, _TRANSFER_FIELDS)
 
 
 def _fast_order(body: Any, where: str = "order") -> TransferOrder:

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_golden import GOLDEN_HEX
+from test_golden import GOLDEN_CANONICAL_TRANSFER, GOLDEN_HEX
 
 from protocol import (
     PROTOCOL_VERSION,
@@ -138,11 +138,17 @@ def test_decode_hot_model_is_usable_like_a_validated_one():
     data = bytes.fromhex(GOLDEN_HEX["ConfirmationOrder"])
     fast, model = decode(data), decode_validated(data)
     assert isinstance(fast, ConfirmationOrder) and isinstance(model, ConfirmationOrder)
-    assert fast == model and hash(fast.certificate.value.transfer.canonical_bytes)
-    transfer = fast.certificate.value.transfer
-    assert transfer.vote_signing_bytes == model.certificate.value.transfer.vote_signing_bytes
-    assert transfer.model_copy(update={"amount": 1}).amount == 1
-    assert fast.model_dump() == model.model_dump()
+    assert fast.model_dump() == model.model_dump()  # before any cached property is read
+    assert fast == model and model == fast
+    transfer, reference = fast.certificate.value.transfer, model.certificate.value.transfer
+    for name in ("canonical_bytes", "order_signing_bytes", "vote_signing_bytes"):
+        assert getattr(transfer, name) == getattr(reference, name)
+    assert transfer.canonical_bytes.hex() == GOLDEN_CANONICAL_TRANSFER
+    copy = transfer.model_copy(update={"amount": 1})
+    assert copy.amount == 1 and copy.canonical_bytes != transfer.canonical_bytes
+    fresh = Transfer(**{**transfer.model_dump(), "amount": 1})
+    assert copy.canonical_bytes == fresh.canonical_bytes
+    assert transfer != copy
     with pytest.raises(Exception):  # noqa: B017 - frozen, as validated models are
         transfer.amount = 5  # type: ignore[misc]
 
@@ -211,7 +217,11 @@ def test_parse_body_of_a_stored_certificate_takes_the_same_path():
 def test_decode_round_trip_equals_model_path(message: Message):
     data = encode(message)
     assert assert_same(data) == ("ok", state(message))
-    assert encode(decode(data)) == data
+    decoded = decode(data)
+    assert encode(decoded) == data
+    transfer = decoded.transfer if isinstance(decoded, TransferOrder) else (
+        decoded.certificate if isinstance(decoded, ConfirmationOrder) else decoded).value.transfer
+    assert transfer.vote_signing_bytes == Transfer(**transfer.model_dump()).vote_signing_bytes
 
 
 @settings(settings.get_profile("codec-fast"), max_examples=600)
