@@ -24,6 +24,18 @@ whatever its size, so one row per batch instead of one per entry matters on the 
 COMMIT runs in its own thread so the event loop keeps decoding and verifying the next
 requests during the fsync (an inline COMMIT stalls the loop for the whole fsync).
 
+Point reads (:meth:`Database.read_one`) go through a second, read-only connection on the
+event loop's thread: in WAL mode a reader never waits for the committer's transaction or
+its fsync, and it sees committed state only -- so a caller must keep whatever it staged
+itself (the stores keep every record they wrote in memory), and then any committed
+snapshot taken since start is as good as the latest for the rows it did not write.  The
+reader therefore keeps one read transaction open across reads (beginning one per read
+costs more than the read) and the committer ends it after a commit once it is half a
+second old, so the WAL can still be checkpointed.  The ``accounts`` table is
+``WITHOUT ROWID`` (one B-tree descent per read, not two; older files keep their rowid
+table, which works the same).  :meth:`bulk_insert`
+loads many rows at start-up (a genesis) in one transaction of its own, off the loop.
+
 A failed commit is fatal: the in-memory state already reflects writes that are not on disk,
 so no reply may be released; waiters get :class:`StorageError` and ``failed`` is set for the
 daemon to shut down.  On restart the process rebuilds from what the disk holds.
@@ -36,6 +48,7 @@ import concurrent.futures
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -44,10 +57,11 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 TABLES = ("accounts", "log", "meta", "history")
+SNAPSHOT_SECONDS = 0.5  # the reader's transaction is ended after a commit once this old
 APPEND_TABLES = ("log",)  # written with append(), one row per batch
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (key BLOB PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (key BLOB PRIMARY KEY, value BLOB NOT NULL);
@@ -75,6 +89,8 @@ class Database:
             max_workers=1, thread_name_prefix="sqlite"
         )
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._snapshot_since: float | None = None  # when the reader's transaction began
         self._staged: dict[tuple[str, bytes], bytes | Serializable] = {}
         self._appended: list[tuple[str, bytes]] = []
         self._append_next: dict[str, int] = {}  # next batch number of each append table
@@ -105,6 +121,9 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._open_sync)
+        # The reader lives on the loop's thread (point reads are a few microseconds).
+        self._reader = sqlite3.connect(self.path, isolation_level=None)
+        self._reader.execute("PRAGMA query_only=ON")
         self._task = asyncio.create_task(self._committer(), name="sqlite-committer")
 
     def _open_sync(self) -> sqlite3.Connection:
@@ -130,6 +149,10 @@ class Database:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._reader is not None:
+            self._end_snapshot()
+            self._reader.close()
+            self._reader = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -149,6 +172,98 @@ class Database:
             return [(bytes(k), bytes(v)) for k, v in rows]
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, read)
+
+    def read_one(self, table: str, key: bytes) -> bytes | None:
+        """Return the committed value of ``key`` in ``table`` (None if absent), now.
+
+        Runs on the caller's thread (the loop's) through the reader connection; staged
+        writes are not included.
+        """
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        reader = self._reader
+        assert reader is not None, "database not open"
+        if self._snapshot_since is None:
+            reader.execute("BEGIN")
+            self._snapshot_since = time.monotonic()
+        row = reader.execute(f"SELECT value FROM {table} WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _end_snapshot(self) -> None:
+        if self._snapshot_since is not None and self._reader is not None:
+            self._snapshot_since = None
+            self._reader.execute("COMMIT")
+
+    async def read_one_async(self, table: str, key: bytes) -> bytes | None:
+        """Like :meth:`read_one`, on the committer's connection (start-up, after imports)."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        conn = self._conn
+        assert conn is not None, "database not open"
+
+        def read() -> bytes | None:
+            row = conn.execute(f"SELECT value FROM {table} WHERE key = ?", (key,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, read)
+
+    def count(self, table: str) -> int:
+        """Committed rows of ``table`` (reader connection; a scan of its smallest index)."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        assert self._reader is not None, "database not open"
+        self._end_snapshot()
+        (n,) = self._reader.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(n)
+
+    def keys(self, table: str, limit: int) -> list[bytes]:
+        """The first ``limit`` committed keys of ``table``, in key order."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        assert self._reader is not None, "database not open"
+        self._end_snapshot()
+        rows = self._reader.execute(f"SELECT key FROM {table} ORDER BY key LIMIT ?", (limit,))
+        return [bytes(k) for (k,) in rows]
+
+    async def bulk_insert(
+        self,
+        table: str,
+        chunks: Iterable[list[tuple[bytes, bytes]]],
+        marker: tuple[str, bytes, bytes],
+    ) -> None:
+        """Insert every (key, value) of ``chunks`` and the row ``marker`` (table, key, value)
+        in one transaction of its own, in the database thread; call it before serving.
+
+        Raises KeyError(key) if a key is already in ``table`` or repeats; whatever
+        ``chunks`` raises propagates.  Either way nothing is written.
+        """
+        if table not in TABLES or marker[0] not in TABLES:
+            raise ValueError("unknown table")
+        # Nothing may be staged or committing: this transaction would interleave with it.
+        await self.durable()
+        assert self._inflight is None and not self._staged and not self._appended
+        conn = self._conn
+        assert conn is not None, "database not open"
+
+        def load() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for rows in chunks:
+                    before = conn.total_changes
+                    try:
+                        conn.executemany(f"INSERT INTO {table} (key, value) VALUES (?, ?)", rows)
+                    except sqlite3.IntegrityError:
+                        # executemany stopped at the offending row; the rows before it went in.
+                        raise KeyError(rows[conn.total_changes - before][0]) from None
+                conn.execute(f"INSERT OR REPLACE INTO {marker[0]} (key, value) VALUES (?, ?)",
+                             marker[1:])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, load)
+        self._end_snapshot()  # the reader must see the new rows
 
     # -- writes --------------------------------------------------------------------------
 
@@ -242,6 +357,9 @@ class Database:
                 return
             self.commit_count += 1
             self.committed_writes += len(batch) + len(appended)
+            since = self._snapshot_since
+            if since is not None and time.monotonic() - since > SNAPSHOT_SECONDS:
+                self._end_snapshot()
             self._committed_version = target
             self._inflight = None
             if not fut.done():

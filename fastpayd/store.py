@@ -19,9 +19,15 @@ serialized by the committer, once per batch.
     :mod:`protocol.storage`), so a save stages just the entries beyond the ones already
     staged.  A save's summary and entries go into the same transaction.
 
-  All accounts are loaded at start and their logs rebuilt (an authority's working set;
-  fine for test networks and devices, revisit for millions of accounts).  A database
-  written before the split (logs inside the ``accounts`` value) is migrated on load.
+  Accounts are read lazily: ``load()`` rebuilds only the accounts that have log entries
+  (their certificates are the working set kept in memory); any other account is read
+  from ``accounts`` the first time it is asked for (a point read, a few microseconds)
+  and kept.  An account absent from memory therefore has no logs, and everything staged
+  but not yet committed is in memory (every save goes through it), so the committed row
+  is the whole truth for it.  Start-up costs what the history costs, not the number of
+  accounts: a million-account genesis is never read at start.  A database written before
+  the split (logs inside the ``accounts`` value) is migrated on the first load, which
+  then marks the layout in ``meta`` so later loads skip that scan.
 * :class:`SqliteClientStore`: one row ``meta['client_record']``.
 """
 
@@ -38,6 +44,8 @@ from protocol.codec import encode_body, parse_body
 from protocol.errors import InvalidMessage
 
 CLIENT_RECORD_KEY = b"client_record"
+LAYOUT_KEY = b"authority_store_layout"
+LAYOUT = b"split-logs"
 CONFIRMED = "c"
 RECEIVED = "r"
 
@@ -88,13 +96,16 @@ class SqliteAuthorityStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Every account read or written since start (read-your-writes; see module docstring).
         self.accounts: dict[bytes, AccountState] = {}
+        self._count = 0  # accounts in the database plus those created since start
+        self._absent: bytes | None = None  # the last address load_account found nowhere
         # The certificate most recently staged: a confirmation appends the same one to the
         # sender's and the recipient's log, so its body is encoded once.
         self._last_blob: _CertBlob | None = None
 
     async def load(self) -> None:
-        """Read every committed account and rebuild its logs (call once, before serving)."""
+        """Rebuild the accounts that have logs (call once, before serving)."""
         logs: dict[tuple[bytes, str], dict[int, Any]] = {}
         for _, value in sorted(await self.db.read_all("log")):
             for address, kind, index, body in _log_entries(value):
@@ -107,27 +118,58 @@ class SqliteAuthorityStore:
             return tuple(parse_body(CertifiedTransferOrder, entries[i])
                          for i in range(len(entries)))
 
-        migrate: list[tuple[bytes, AccountState]] = []
+        if await self.db.read_one_async("meta", LAYOUT_KEY) != LAYOUT:
+            await self._migrate()
+        for address in sorted({address for address, _ in logs}):
+            summary = self.db.read_one("accounts", address)
+            if summary is None:
+                raise InvalidMessage(f"log entries of an unknown account {address.hex()}")
+            self.accounts[address] = AccountState.from_bytes(summary).with_logs(
+                rebuild(address, CONFIRMED), rebuild(address, RECEIVED)
+            )
+        self._count = self.db.count("accounts")
+
+    async def _migrate(self) -> None:
+        # Written before the split: the logs are in the value.  Re-stage them as log entries
+        # (and the summary over the old blob) in the first commit, with the layout mark.
         for address, value in await self.db.read_all("accounts"):
             state = AccountState.from_bytes(value)
             if state.confirmed_log or state.received_log:
-                # Written before the split: the logs are in the value.  Re-stage them as
-                # log entries (and the summary over the old blob) in the first commit.
-                migrate.append((address, state))
-                continue
-            self.accounts[address] = state.with_logs(
-                rebuild(address, CONFIRMED), rebuild(address, RECEIVED)
-            )
-        if logs:
-            raise InvalidMessage(f"log entries of {len(logs)} unknown accounts")
-        for address, state in migrate:
-            self.save_account(address, state)
+                self.save_account(address, state)
+        self.db.stage("meta", LAYOUT_KEY, LAYOUT)
+        await self.db.durable()
 
     def load_account(self, address: bytes) -> AccountState | None:
-        return self.accounts.get(address)
+        state = self.accounts.get(address)
+        if state is None:
+            value = self.db.read_one("accounts", address)
+            if value is None:
+                self._absent = address
+                return None
+            state = self.accounts[address] = AccountState.from_bytes(value)
+        return state
+
+    def count(self) -> int:
+        """How many accounts this authority knows (staged ones included)."""
+        return self._count
+
+    def added(self, n: int) -> None:
+        """Count ``n`` accounts written to the database behind the store (a genesis import)."""
+        self._count += n
+
+    def addresses(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` known addresses: the committed ones in key order (call after
+        ``db.durable()`` for a complete view)."""
+        return self.db.keys("accounts", limit)
 
     def save_account(self, address: bytes, state: AccountState) -> None:
         old = self.accounts.get(address)
+        if old is None:
+            # Not in memory: either new, or on disk with no logs (see module docstring).
+            # The handlers load before they save, so the read is usually already done.
+            if address == self._absent or self.db.read_one("accounts", address) is None:
+                self._count += 1
+            self._absent = None
         self.accounts[address] = state
         db = self.db
         db.stage("accounts", address, _Summary(state))
