@@ -57,6 +57,7 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 TABLES = ("accounts", "log", "meta", "history")
+_READ_ONE = {t: f"SELECT value FROM {t} WHERE key = ?" for t in TABLES}
 SNAPSHOT_SECONDS = 0.5  # the reader's transaction is ended after a commit once this old
 APPEND_TABLES = ("log",)  # written with append(), one row per batch
 
@@ -193,14 +194,15 @@ class Database:
         Runs on the caller's thread (the loop's) through the reader connection; staged
         writes are not included.
         """
-        if table not in TABLES:
+        sql = _READ_ONE.get(table)
+        if sql is None:
             raise ValueError(f"unknown table {table!r}")
         reader = self._reader
         assert reader is not None, "database not open"
         if self._snapshot_since is None:
             reader.execute("BEGIN")
             self._snapshot_since = time.monotonic()
-        row = reader.execute(f"SELECT value FROM {table} WHERE key = ?", (key,)).fetchone()
+        row = reader.execute(sql, (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def _end_snapshot(self) -> None:

@@ -59,7 +59,28 @@ class _Summary:
         self.state = state
 
     def to_bytes(self) -> bytes:
-        return self.state.summary_bytes()
+        return summary_bytes(self.state)
+
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def summary_bytes(state: AccountState) -> bytes:
+    """``state.summary_bytes()``, spliced from bytes already at hand (the hot path).
+
+    The pending vote's body is ``[[transfer, client signature], authority, signature]``
+    and the transfer's msgpack encoding is its canonical bytes, computed when the order was
+    decoded: only the small fields are packed here (tests/fastpayd/test_store.py compares
+    the result with the protocol's own encoding).
+    """
+    vote = state.pending_confirmation
+    if vote is None:
+        middle = b"\xc0"
+    else:
+        order = vote.value
+        middle = (b"\x93\x92" + order.transfer.canonical_bytes + _pack(order.signature)
+                  + _pack(vote.authority) + _pack(vote.signature))
+    return b"\x95" + _pack(state.balance) + _pack(state.next_sequence_number) + middle + b"\x90\x90"
 
 
 class _CertBlob:
