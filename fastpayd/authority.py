@@ -66,7 +66,7 @@ class AuthorityNode(Node):
                 imported = await import_genesis_file(self.db, cf.genesis_file,
                                                      cf.genesis_sha256, genesis)
                 if imported is not None:
-                    self.store.added(imported)
+                    await self.store.load()  # the imported accounts
             self.state.init_accounts(genesis)
         except ValueError as exc:
             raise ConfigError(f"{self.config.committee_file}: {exc}") from None

@@ -24,17 +24,12 @@ whatever its size, so one row per batch instead of one per entry matters on the 
 COMMIT runs in its own thread so the event loop keeps decoding and verifying the next
 requests during the fsync (an inline COMMIT stalls the loop for the whole fsync).
 
-Point reads (:meth:`Database.read_one`) go through a second, read-only connection on the
-event loop's thread: in WAL mode a reader never waits for the committer's transaction or
-its fsync, and it sees committed state only -- so a caller must keep whatever it staged
-itself (the stores keep every record they wrote in memory), and then any committed
-snapshot taken since start is as good as the latest for the rows it did not write.  The
-reader therefore keeps one read transaction open across reads (beginning one per read
-costs more than the read) and the committer ends it after a commit once it is half a
-second old, so the WAL can still be checkpointed.  The ``accounts`` table is
-``WITHOUT ROWID`` (one B-tree descent per read, not two; older files keep their rowid
-table, which works the same).  :meth:`bulk_insert`
-loads many rows at start-up (a genesis) in one transaction of its own, off the loop.
+Rare reads while serving (counts, key listings for the control socket) go through a
+second connection on the event loop's thread: in WAL mode a reader never waits for the
+committer's transaction or its fsync, and it sees committed state only.
+:meth:`bulk_insert` loads many rows at start-up (a genesis) in one transaction of its own,
+off the loop.  (A ``WITHOUT ROWID`` accounts table was tried: its upserts of ~200-byte
+summaries cost more than the rowid table's, 10 us per order in the in-process pipeline.)
 
 A failed commit is fatal: the in-memory state already reflects writes that are not on disk,
 so no reply may be released; waiters get :class:`StorageError` and ``failed`` is set for the
@@ -48,7 +43,6 @@ import concurrent.futures
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -57,12 +51,10 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 TABLES = ("accounts", "log", "meta", "history")
-_READ_ONE = {t: f"SELECT value FROM {t} WHERE key = ?" for t in TABLES}
-SNAPSHOT_SECONDS = 0.5  # the reader's transaction is ended after a commit once this old
 APPEND_TABLES = ("log",)  # written with append(), one row per batch
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS log (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (key BLOB PRIMARY KEY, value BLOB NOT NULL);
@@ -103,7 +95,6 @@ class Database:
         )
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._snapshot_since: float | None = None  # when the reader's transaction began
         self._staged: dict[tuple[str, bytes], bytes | Serializable] = {}
         self._appended: list[tuple[str, bytes]] = []
         self._append_next: dict[str, int] = {}  # next batch number of each append table
@@ -165,7 +156,6 @@ class Database:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._reader is not None:
-            self._end_snapshot()
             self._reader.close()
             self._reader = None
         if self._conn is not None:
@@ -188,27 +178,17 @@ class Database:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, read)
 
-    def read_one(self, table: str, key: bytes) -> bytes | None:
-        """Return the committed value of ``key`` in ``table`` (None if absent), now.
-
-        Runs on the caller's thread (the loop's) through the reader connection; staged
-        writes are not included.
-        """
-        sql = _READ_ONE.get(table)
-        if sql is None:
+    async def read_dict(self, table: str) -> dict[bytes, bytes]:
+        """Every committed key -> value of ``table`` (one SELECT, built in the DB thread)."""
+        if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
-        reader = self._reader
-        assert reader is not None, "database not open"
-        if self._snapshot_since is None:
-            reader.execute("BEGIN")
-            self._snapshot_since = time.monotonic()
-        row = reader.execute(sql, (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+        conn = self._conn
+        assert conn is not None, "database not open"
 
-    def _end_snapshot(self) -> None:
-        if self._snapshot_since is not None and self._reader is not None:
-            self._snapshot_since = None
-            self._reader.execute("COMMIT")
+        def read() -> dict[bytes, bytes]:
+            return dict(conn.execute(f"SELECT key, value FROM {table}"))
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, read)
 
     async def read_one_async(self, table: str, key: bytes) -> bytes | None:
         """Like :meth:`read_one`, on the committer's connection (start-up, after imports)."""
@@ -228,7 +208,6 @@ class Database:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         assert self._reader is not None, "database not open"
-        self._end_snapshot()
         (n,) = self._reader.execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(n)
 
@@ -237,7 +216,6 @@ class Database:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         assert self._reader is not None, "database not open"
-        self._end_snapshot()
         rows = self._reader.execute(f"SELECT key FROM {table} ORDER BY key LIMIT ?", (limit,))
         return [bytes(k) for (k,) in rows]
 
@@ -285,7 +263,6 @@ class Database:
                 _tune_cache(conn)
 
         await asyncio.get_running_loop().run_in_executor(self._executor, load)
-        self._end_snapshot()  # the reader must see the new rows
 
     # -- writes --------------------------------------------------------------------------
 
@@ -379,9 +356,6 @@ class Database:
                 return
             self.commit_count += 1
             self.committed_writes += len(batch) + len(appended)
-            since = self._snapshot_since
-            if since is not None and time.monotonic() - since > SNAPSHOT_SECONDS:
-                self._end_snapshot()
             self._committed_version = target
             self._inflight = None
             if not fut.done():

@@ -1,4 +1,4 @@
-"""Genesis files imported once into the database, and the store reading accounts lazily."""
+"""Genesis files imported once into the database, and the store parsing accounts on use."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def test_import_once_then_never_read_again(tmp_path: Path) -> None:
     async with Database(db_path) as db:
         store = SqliteAuthorityStore(db)
         await store.load()
-        assert store.accounts == {}  # nothing read at start
+        assert store.accounts == {}  # nothing parsed at start
         assert store.count() == 1000
         assert await import_genesis_file(db, genesis, digest, {}) is None
         address, balance = entries[777]
@@ -74,7 +74,7 @@ async def test_import_once_then_never_read_again(tmp_path: Path) -> None:
         assert store.load_account(b"\x01" * 32) is None
 
 
-async def test_import_then_serve_orders_from_lazily_read_accounts(tmp_path: Path) -> None:
+async def test_import_then_serve_orders_from_imported_accounts(tmp_path: Path) -> None:
     sender = KeyPair.from_seed(b"\x07" * 32)
     genesis = tmp_path / "genesis.txt"
     digest = _write(genesis, [(sender.public_key, 50), *[(a, 1) for a in _addresses(10)]])
@@ -86,6 +86,7 @@ async def test_import_then_serve_orders_from_lazily_read_accounts(tmp_path: Path
         store = SqliteAuthorityStore(db)
         await store.load()
         await import_genesis_file(db, genesis, digest, {})
+        await store.load()  # as the authority does after an import
         state = AuthorityState("auth0", KEY, COMMITTEE, store)
         vote = state.handle_transfer_order(order)
         await db.durable()
