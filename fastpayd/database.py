@@ -24,7 +24,7 @@ whatever its size, so one row per batch instead of one per entry matters on the 
 COMMIT runs in its own thread so the event loop keeps decoding and verifying the next
 requests during the fsync (an inline COMMIT stalls the loop for the whole fsync).
 
-Rare reads while serving (counts, key listings for the control socket) go through a
+Rare reads while serving (key listings for the control socket) go through a
 second connection on the event loop's thread: in WAL mode a reader never waits for the
 committer's transaction or its fsync, and it sees committed state only.
 :meth:`bulk_insert` loads many rows at start-up (a genesis) in one transaction of its own,
@@ -202,14 +202,6 @@ class Database:
             return None if row is None else bytes(row[0])
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, read)
-
-    def count(self, table: str) -> int:
-        """Committed rows of ``table`` (reader connection; a scan of its smallest index)."""
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
-        assert self._reader is not None, "database not open"
-        (n,) = self._reader.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(n)
 
     def keys(self, table: str, limit: int) -> list[bytes]:
         """The first ``limit`` committed keys of ``table``, in key order."""
