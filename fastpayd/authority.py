@@ -25,6 +25,7 @@ from typing import Any
 from fastpayd import wire
 from fastpayd.config import ConfigError
 from fastpayd.control import ControlError, Progress
+from fastpayd.genesis import import_genesis_file
 from fastpayd.node import Node
 from fastpayd.store import SqliteAuthorityStore
 from protocol import (
@@ -53,18 +54,25 @@ class AuthorityNode(Node):
     async def _setup_state(self) -> None:
         self.store = SqliteAuthorityStore(self.db)
         await self.store.load()
-        loaded = len(self.store.accounts)
+        loaded = self.store.count()
+        cf = self.committee_file
         try:
             self.state = AuthorityState(self.name, self.keypair, self.committee, self.store)
             genesis: dict[bytes, int] = {}
-            for address, balance in self.committee_file.genesis:
+            for address, balance in cf.genesis:
                 genesis[address] = genesis.get(address, 0) + balance
+            imported = None
+            if cf.genesis_file is not None and cf.genesis_sha256 is not None:
+                imported = await import_genesis_file(self.db, cf.genesis_file,
+                                                     cf.genesis_sha256, genesis)
+                if imported is not None:
+                    await self.store.load()  # the imported accounts
             self.state.init_accounts(genesis)
         except ValueError as exc:
             raise ConfigError(f"{self.config.committee_file}: {exc}") from None
         await self.db.durable()
-        self.events.emit("state_loaded", accounts=len(self.store.accounts),
-                         from_disk=loaded)
+        self.events.emit("state_loaded", accounts=self.store.count(), from_disk=loaded,
+                         genesis_imported=imported)
 
     # -- the link's request handler ---------------------------------------------------------
 
@@ -109,7 +117,7 @@ class AuthorityNode(Node):
     # -- control commands ------------------------------------------------------------------
 
     def status_extra(self) -> dict[str, Any]:
-        return {"accounts": len(self.store.accounts), "counters": dict(self.counters)}
+        return {"accounts": self.store.count(), "counters": dict(self.counters)}
 
     def _account_view(self, address: bytes) -> dict[str, Any]:
         state = self.store.load_account(address)
@@ -134,8 +142,8 @@ class AuthorityNode(Node):
         if request.get("account") is not None:
             return self._account_view(self.resolve_account(request["account"]))
         limit = request.get("limit", 1000)
-        views = [self._account_view(a) for a in list(self.store.accounts)[:limit]]
-        return {"accounts": views, "total": len(self.store.accounts)}
+        views = [self._account_view(a) for a in self.store.addresses(limit)]
+        return {"accounts": views, "total": self.store.count()}
 
     async def do_history(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
         """Confirmed and received certificates of `account` at this authority."""

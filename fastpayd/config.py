@@ -37,7 +37,8 @@ LINK_OPTIONS = {
                              "discovery_pause", "join_timeout", "linger", "stale_rounds",
                              "fresh_for", "committee"}),
 }
-COMMITTEE_KEYS = frozenset({"committee_id", "authorities", "clients", "genesis"})
+COMMITTEE_KEYS = frozenset({"committee_id", "authorities", "clients", "genesis", "genesis_file",
+                            "genesis_sha256"})
 AUTHORITY_KEYS = frozenset({"name", "public_key", "weight", "endpoint"})
 CLIENT_KEYS = frozenset({"name", "address", "endpoint"})
 GENESIS_KEYS = frozenset({"address", "balance"})
@@ -103,6 +104,8 @@ class CommitteeFile:
     clients: tuple[ClientEntry, ...]
     genesis: tuple[tuple[bytes, int], ...]
     path: Path | None = None
+    genesis_file: Path | None = None  # large genesis: see fastpayd.genesis
+    genesis_sha256: bytes | None = None
 
     def authority(self, name: str) -> AuthorityEntry | None:
         return next((a for a in self.authorities if a.name == name), None)
@@ -391,4 +394,13 @@ def load_committee_file(path: Path | str) -> CommitteeFile:
         if balance < 0:
             raise ConfigError(f"{w}.balance: must not be negative")
         genesis.append((_hex(_require(g, "address", str, w), 32, f"{w}.address"), balance))
-    return CommitteeFile(committee_id, tuple(auths), tuple(clients), tuple(genesis), path)
+    genesis_file = _optional(data, "genesis_file", str, None, where)
+    genesis_sha256 = _optional(data, "genesis_sha256", str, None, where)
+    if (genesis_file is None) != (genesis_sha256 is None):
+        raise ConfigError(f"{where}: genesis_file and genesis_sha256 go together")
+    return CommitteeFile(
+        committee_id, tuple(auths), tuple(clients), tuple(genesis), path,
+        genesis_file=None if genesis_file is None else path.parent / genesis_file,
+        genesis_sha256=None if genesis_sha256 is None
+        else _hex(genesis_sha256, 32, f"{where}: genesis_sha256"),
+    )

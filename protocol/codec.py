@@ -13,10 +13,23 @@ field order of every body is in :data:`WIRE_FIELDS` and in docs/protocol.md.
 
 :func:`encode` is canonical (msgpack's smallest encodings, arrays only, no
 maps), so equal messages give equal bytes.  :func:`decode` accepts any valid
-msgpack of the right shape and validates every field through the pydantic
-models; on *any* input it either returns a message or raises a
-:class:`~protocol.errors.FastPayError` (``InvalidMessage``,
-``UnknownMessageType`` or ``UnsupportedVersion``) -- never anything else.
+msgpack of the right shape and validates every field; on *any* input it either
+returns a message or raises a :class:`~protocol.errors.FastPayError`
+(``InvalidMessage``, ``UnknownMessageType`` or ``UnsupportedVersion``) --
+never anything else.
+
+Two paths validate the fields.  Most messages go through the pydantic models
+(:func:`decode_validated` takes that path for every type).  The two requests an
+authority serves at its crypto ceiling -- ``TransferOrder`` and
+``ConfirmationOrder`` -- and the ``CertifiedTransferOrder`` a store reloads
+take a hand-written strict parser instead: it checks, on the unpacked body,
+exactly the rules of docs/protocol.md section 3 that the models enforce
+(array lengths, ``bin`` vs ``str``, exact byte lengths, u64 bounds, no bool as
+an int, name lengths, at most 256 certificate entries) and then builds the
+frozen models *without* validating them a second time.  Validation through
+pydantic costs more than the unpacking and the checks together; the tests in
+``tests/protocol/test_codec_fast.py`` prove both paths accept the same inputs,
+return equal messages and reject the same inputs with the same error code.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from typing import Any, TypeVar
 import msgpack  # type: ignore[import-untyped]
 import pydantic
 
+from protocol.crypto import DOMAIN_TRANSFER_ORDER, DOMAIN_VOTE
 from protocol.errors import (
     FastPayError,
     InvalidMessage,
@@ -35,7 +49,11 @@ from protocol.errors import (
     UnsupportedVersion,
 )
 from protocol.messages import (
+    MAX_AUTHORITY_NAME_LENGTH,
+    MAX_CERTIFICATE_SIGNATURES,
+    MAX_USER_DATA_LENGTH,
     PROTOCOL_VERSION,
+    U64_MAX,
     AccountInfoRequest,
     AccountInfoResponse,
     CertifiedTransferOrder,
@@ -235,6 +253,126 @@ _PARSERS: dict[str, Callable[[Any], Message]] = {
 }
 
 
+# --- body array -> model, hand-written (the hot path) --------------------------------
+
+# The slot setters of pydantic's BaseModel (frozen models refuse plain assignment); calling
+# them directly is about twice as fast as object.__setattr__ by name.
+def _slot_setter(name: str) -> Callable[[object, Any], None]:
+    setter: Callable[[object, Any], None] = vars(pydantic.BaseModel)[name].__set__
+    return setter
+
+
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
+_new = object.__new__
+
+
+def _build(cls: type[_M], values: dict[str, Any], fields: frozenset[str] | None = None) -> _M:
+    # What pydantic's own validation leaves on a frozen model with every field given:
+    # the field values in __dict__, all of them in fields_set, no extra, no private.
+    # tests/protocol/test_codec_fast.py compares the whole instance state with it.
+    m: _M = _new(cls)
+    _set_dict(m, values)
+    _set_fields_set(m, set(values if fields is None else fields))
+    _set_extra(m, None)
+    _set_private(m, None)
+    return m
+
+
+def _array(body: Any, n: int, where: str) -> list[Any]:
+    if type(body) is not list or len(body) != n:
+        raise InvalidMessage(f"{where}: expected an array of {n} fields")
+    return body
+
+
+def _bin(value: Any, size: int, where: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise InvalidMessage(f"invalid field {where}: expected bin of {size} bytes")
+    return value
+
+
+def _u64(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= U64_MAX:
+        raise InvalidMessage(f"invalid field {where}: expected an integer in 0..2**64-1")
+    return value
+
+
+_TRANSFER_FIELDS = frozenset(WIRE_FIELDS["Transfer"])
+
+
+def _fast_transfer(body: Any, where: str = "transfer") -> Transfer:
+    sender, recipient, amount, sequence_number, user_data = _array(body, 5, where)
+    if user_data is not None and (
+        type(user_data) is not bytes or len(user_data) > MAX_USER_DATA_LENGTH
+    ):
+        raise InvalidMessage(
+            f"invalid field {where}.user_data: expected nil or bin of at most "
+            f"{MAX_USER_DATA_LENGTH} bytes"
+        )
+    values = {
+        "sender": _bin(sender, 32, f"{where}.sender"),
+        "recipient": _bin(recipient, 32, f"{where}.recipient"),
+        "amount": _u64(amount, f"{where}.amount"),
+        "sequence_number": _u64(sequence_number, f"{where}.sequence_number"),
+        "user_data": user_data,
+    }
+    # Every request signs or verifies over these: compute them now, from the decoded
+    # values exactly as the Transfer's cached properties do (the properties then find them
+    # in __dict__; the tests compare them with a validated Transfer's).
+    canonical: bytes = msgpack.packb(body, use_bin_type=True)
+    values["canonical_bytes"] = canonical
+    values["order_signing_bytes"] = DOMAIN_TRANSFER_ORDER + canonical
+    values["vote_signing_bytes"] = DOMAIN_VOTE + canonical
+    return _build(Transfer, values, _TRANSFER_FIELDS)
+
+
+def _fast_order(body: Any, where: str = "order") -> TransferOrder:
+    transfer, signature = _array(body, 2, where)
+    return _build(
+        TransferOrder,
+        {
+            "transfer": _fast_transfer(transfer, f"{where}.transfer"),
+            "signature": _bin(signature, 64, f"{where}.signature"),
+        },
+    )
+
+
+def _fast_cert(body: Any, where: str = "certificate") -> CertifiedTransferOrder:
+    value, entries = _array(body, 2, where)
+    order = _fast_order(value, f"{where}.value")
+    if type(entries) is not list:
+        raise InvalidMessage(f"invalid field {where}.signatures: expected an array")
+    if len(entries) > MAX_CERTIFICATE_SIGNATURES:
+        raise InvalidMessage(
+            f"invalid field {where}.signatures: at most {MAX_CERTIFICATE_SIGNATURES} entries"
+        )
+    signatures = []
+    for i, entry in enumerate(entries):
+        name, signature = _array(entry, 2, f"{where}.signatures.{i}")
+        if type(name) is not str or not 1 <= len(name) <= MAX_AUTHORITY_NAME_LENGTH:
+            raise InvalidMessage(
+                f"invalid field {where}.signatures.{i}.0: expected str of 1.."
+                f"{MAX_AUTHORITY_NAME_LENGTH} characters"
+            )
+        signatures.append((name, _bin(signature, 64, f"{where}.signatures.{i}.1")))
+    return _build(CertifiedTransferOrder, {"value": order, "signatures": tuple(signatures)})
+
+
+def _fast_confirmation(body: Any) -> ConfirmationOrder:
+    (certificate,) = _array(body, 1, "confirmation")
+    return _build(ConfirmationOrder, {"certificate": _fast_cert(certificate)})
+
+
+_FAST_PARSERS: dict[str, Callable[[Any], Message]] = {
+    "TransferOrder": _fast_order,
+    "CertifiedTransferOrder": _fast_cert,
+    "ConfirmationOrder": _fast_confirmation,
+}
+"""The types whose bodies skip pydantic (they raise InvalidMessage and nothing else)."""
+
+
 def _unpack(data: bytes) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidMessage("message must be bytes")
@@ -263,12 +401,7 @@ def _parse(parser: Callable[[Any], Message], body: Any) -> Message:
         raise InvalidMessage(f"malformed body: {type(exc).__name__}") from None
 
 
-def decode(data: bytes) -> Message:
-    """Parse wire bytes into a message.
-
-    Raises InvalidMessage (not msgpack, wrong shape, invalid field),
-    UnsupportedVersion or UnknownMessageType; never any other exception.
-    """
+def _envelope(data: bytes) -> tuple[str, Any]:
     envelope = _unpack(data)
     if not isinstance(envelope, list) or len(envelope) != 3:
         raise InvalidMessage("a message is an array [version, tag, body]")
@@ -279,10 +412,31 @@ def decode(data: bytes) -> Message:
         raise UnsupportedVersion(f"protocol version {version} is not supported")
     if type(tag) is not str:
         raise InvalidMessage("type tag must be a string")
-    parser = _PARSERS.get(tag)
-    if parser is None:
+    if tag not in _PARSERS:
         raise UnknownMessageType(f"unknown message type {tag[:64]!r}")
-    return _parse(parser, body)
+    return tag, body
+
+
+def decode(data: bytes) -> Message:
+    """Parse wire bytes into a message.
+
+    Raises InvalidMessage (not msgpack, wrong shape, invalid field),
+    UnsupportedVersion or UnknownMessageType; never any other exception.
+    """
+    tag, body = _envelope(data)
+    fast = _FAST_PARSERS.get(tag)
+    if fast is not None:
+        return fast(body)
+    return _parse(_PARSERS[tag], body)
+
+
+def decode_validated(data: bytes) -> Message:
+    """Like :func:`decode`, but every type through the pydantic models (the reference path).
+
+    :func:`decode` must agree with it on every input; the tests hold them to that.
+    """
+    tag, body = _envelope(data)
+    return _parse(_PARSERS[tag], body)
 
 
 def decode_as(data: bytes, cls: type[_M]) -> _M:
@@ -309,8 +463,8 @@ def message_body(message: Message) -> list[Any]:
 
 def parse_body(cls: type[_M], body: Any) -> _M:
     """Build a ``cls`` from an already-unpacked body array; raises InvalidMessage."""
-    parser = _PARSERS[cls.__name__]
-    message = _parse(parser, body)
+    fast = _FAST_PARSERS.get(cls.__name__)
+    message = fast(body) if fast is not None else _parse(_PARSERS[cls.__name__], body)
     if not isinstance(message, cls):  # pragma: no cover - parsers return their own type
         raise InvalidMessage(f"expected {cls.__name__}")
     return message
