@@ -31,7 +31,7 @@ import contextlib
 import logging
 from typing import Any
 
-from fastpayd import wire
+from fastpayd import address, wire
 from fastpayd.control import ControlError, Progress
 from fastpayd.link import LinkError
 from fastpayd.node import Node
@@ -361,7 +361,8 @@ class ClientNode(Node):
         success, returns that transfer (`again`: pay once more).  A different transfer
         waits for an unfinished one to be certified first.
         """
-        recipient = self.resolve_account(request.get("recipient"))
+        recipient = self.resolve_account(request.get("recipient"), payee=True,
+                                         force=bool(request.get("force")))
         amount = request.get("amount")
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise ControlError("BadRequest", "amount must be a positive integer")
@@ -369,6 +370,8 @@ class ClientNode(Node):
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise ControlError("BadRequest", "timeout is a positive number of seconds")
         wait = request.get("wait")
+        if wait is not None and not isinstance(wait, bool):
+            raise ControlError("BadRequest", "wait is true or false")
         if wait is None:
             wait = not self.link_is_mobile
         assert self.pump is not None
@@ -462,13 +465,24 @@ class ClientNode(Node):
             "transfer": self.transfer_progress() if self.pump is not None else None,
         }
 
+    def _own_account_only(self, request: dict[str, Any], what: str) -> None:
+        """A client knows its own account only: another one named is refused."""
+        account = request.get("account")
+        if account is not None and self.resolve_account(account) != self.keypair.public_key:
+            raise ControlError("NotThisAccount", f"{self.name} is a client and knows only its "
+                               f"own account; ask an authority for {account}'s {what} "
+                               f"(fastpay --config auth0.toml {what} {account})")
+
     async def do_balance(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """This client's balance as it knows it (genesis + verified credits - debits)."""
+        """This client's balance as it knows it (genesis + verified credits - debits);
+        `account`, if given, must be this client's own."""
+        self._own_account_only(request, "balance")
         await self.db.durable()
         pending = self.state.pending_order
         return {
             "account": self.name,
             "address": self.keypair.public_key.hex(),
+            "fp_address": address.encode(self.keypair.public_key),
             "balance": self.state.balance,
             "next_sequence_number": self.state.next_sequence_number,
             "pending": None if pending is None else {
@@ -479,7 +493,9 @@ class ClientNode(Node):
         }
 
     async def do_history(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """Certificates sent and received by this client, oldest first."""
+        """Certificates sent and received by this client, oldest first; `account`, if
+        given, must be this client's own."""
+        self._own_account_only(request, "history")
         await self.db.durable()
         rec = self.state.record
         rows = []
