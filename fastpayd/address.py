@@ -4,7 +4,7 @@ An account is its 32-byte Ed25519 public key.  Typed as 64 hex digits, one wrong
 another valid account, and the money goes there.  The address form is the key in bech32m
 (https://github.com/bitcoin/bips/blob/master/bip-0350.mediawiki; the BIP-173 encoding
 with the BIP-350 checksum constant): ``fp1`` + 52 data characters + a 6-character BCH
-checksum, lower case, 59 characters.  The checksum detects any error in up to 4
+checksum, lower case, 61 characters.  The checksum detects any error in up to 4
 characters and all but about one in 10^9 others, so a typo is refused, not paid.
 
 :func:`encode` and :func:`decode` are the whole interface; ``decode`` raises
@@ -79,7 +79,7 @@ def decode(text: str) -> bytes:
         raise AddressError(f"{bad!r} cannot appear in an address")
     values = [CHARSET.index(c) for c in rest]
     if len(values) != 58:
-        raise AddressError(f"{len(text)} characters, an address has 59")
+        raise AddressError(f"{len(text)} characters, an address has 61")
     if _polymod(_hrp_expand(hrp) + values) != _BECH32M_CONST:
         raise AddressError("checksum mismatch (a typo?)")
     key = _convert(values[:-6], 5, 8, False)

@@ -202,10 +202,12 @@ class Cli:
         if not self.as_json:
             print(f"transfer {args.amount} to {args.recipient} ...", file=sys.stderr,
                   flush=True)
-        a = await self.call({"cmd": "transfer", "recipient": args.recipient,
-                             "amount": args.amount, "wait": args.wait or None,
-                             "again": args.again, "force": args.force,
-                             "timeout": args.timeout},
+        req: dict[str, Any] = {"cmd": "transfer", "recipient": args.recipient,
+                               "amount": args.amount, "again": args.again,
+                               "force": args.force, "timeout": args.timeout}
+        if args.wait:
+            req["wait"] = True
+        a = await self.call(req,
                             args.timeout + 10.0, show)
         if self.as_json:
             return

@@ -208,6 +208,8 @@ class Node:
             if len(raw) != 32:
                 raise ControlError("UnknownAccount", f"{text!r} is neither a known client "
                                    "nor an address (fp1... or 64 hex digits)")
+            if payee and raw == bytes(32):
+                raise ControlError("BadAddress", "the all-zero address belongs to nobody")
             if payee and not force and not self.is_known_account(raw):
                 raise ControlError("UnknownRecipient", f"{text} is no known account and a "
                                    "raw hex address has no checksum: check it, give its "
