@@ -459,7 +459,7 @@ class ClientNode(Node):
         return {
             "balance": self.state.balance,
             "next_sequence_number": self.state.next_sequence_number,
-            "pending": self.state.pending_order is not None,
+            "pending": self._pending_view(),
             "payments_received": self.payments_received,
             "mobile": self.link_is_mobile,
             "transfer": self.transfer_progress() if self.pump is not None else None,
@@ -478,18 +478,22 @@ class ClientNode(Node):
         `account`, if given, must be this client's own."""
         self._own_account_only(request, "balance")
         await self.db.durable()
-        pending = self.state.pending_order
         return {
             "account": self.name,
             "address": self.keypair.public_key.hex(),
             "fp_address": address.encode(self.keypair.public_key),
             "balance": self.state.balance,
             "next_sequence_number": self.state.next_sequence_number,
-            "pending": None if pending is None else {
-                "sequence_number": pending.transfer.sequence_number,
-                "recipient": self.account_label(pending.transfer.recipient),
-                "amount": pending.transfer.amount,
-            },
+            "pending": self._pending_view(),
+        }
+
+    def _pending_view(self) -> dict[str, Any] | None:
+        """The signed order awaiting its certificate (same shape as an authority's)."""
+        pending = self.state.pending_order
+        return None if pending is None else {
+            "sequence_number": pending.transfer.sequence_number,
+            "recipient": self.account_label(pending.transfer.recipient),
+            "amount": pending.transfer.amount,
         }
 
     async def do_history(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
