@@ -421,7 +421,7 @@ class ClientNode(Node):
             self.db.stage("meta", REPORTED_KEY,
                           str(self.session.reported_sequence_number).encode())
             cert = self.state.certificate_for(seq) if seq is not None else None
-            answer["votes"] = {n: "vote" for n, _ in cert.signatures} if cert else {}
+            answer["votes"] = [n for n, _ in cert.signatures] if cert else []
             t0 = self._started_at.get(seq) if seq is not None else None
             if t0 is not None:
                 answer["latency"] = round(asyncio.get_running_loop().time() - t0, 6)
