@@ -33,7 +33,7 @@ EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141
 EXIT_CODES = {
     0: "ok",
-    EXIT_REFUSED: "the daemon refused (its error code is printed)",
+    EXIT_REFUSED: "the daemon refused (its error code is printed), or a bug (said so)",
     EXIT_USAGE: "usage: bad arguments or options, unknown command, unreadable config",
     EXIT_UNREACHABLE: "no daemon answers on the control socket",
     EXIT_TIMEOUT: "the daemon answers but the command did not finish in time",
@@ -435,13 +435,21 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`fastpay events | head`): stop quietly, and keep the
-        # interpreter's final flush from failing again on the closed pipe.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_PIPE
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        if isinstance(exc, BrokenPipeError):
+            return _closed_output()
+        print(f"fastpay: unexpected error (a bug, please report it): "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     return status
+
+
+def _closed_output() -> int:
+    """The reader went away (`fastpay events --follow | head`): stop quietly, and keep the
+    interpreter's final flush from failing again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":
