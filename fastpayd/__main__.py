@@ -6,6 +6,9 @@
     fastpayd keygen OUT.key [--force]                          write a new key (0600)
     fastpayd testnet --authorities N --clients M --balance B --out DIR
                      [--base-port P] [--host H] [--seed HEX] [--force]
+    fastpayd testnet up DIR [--authorities N --clients M --balance B] [--timeout S]
+    fastpayd testnet status DIR
+    fastpayd testnet down DIR [--timeout S]
 
 Mistakes print one line and exit nonzero; no tracebacks.  Exit status, for every form:
 0 success; 1 failure while running or writing files; 2 usage or configuration error (bad
@@ -87,8 +90,9 @@ def _testnet(argv: list[str]) -> int:
     p.add_argument("--balance", type=_positive, default=1000, metavar="B",
                    help="initial balance of every client (default 1000)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--base-port", type=_positive, default=9100, metavar="P",
-                   help="authority i listens on P+i, client j on P+100+j (default 9100)")
+    p.add_argument("--base-port", type=_positive, default=None, metavar="P",
+                   help="authority i listens on P+i, client j on P+100+j (default: a free "
+                   "range in 20000-60000)")
     p.add_argument("--host", default="127.0.0.1", help="listen/endpoint host (default 127.0.0.1)")
     p.add_argument("--seed", help="hex seed: derive every key from it (reproducible network)")
     p.add_argument("--force", action="store_true",
@@ -122,8 +126,76 @@ def _testnet(argv: list[str]) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _localnet(verb: str, argv: list[str]) -> int:
+    """``testnet up|status|down DIR``: run a generated network in the background."""
+    p = argparse.ArgumentParser(
+        prog=f"fastpayd testnet {verb}",
+        description={
+            "up": "Start every node of the network in DIR in the background (pid files in "
+                  "DIR/run, logs in DIR/log) and wait until each answers on its control "
+                  "socket. If DIR has no network yet, generate one first (free ports).",
+            "status": "Show whether each node of DIR runs and answers; exit 0 only if all "
+                      "do, 1 otherwise.",
+            "down": "Stop every node of DIR: SIGTERM, wait for it to exit (SIGKILL after "
+                    "--timeout).",
+        }[verb], epilog=EXIT_STATUS)
+    p.add_argument("dir", type=Path, metavar="DIR")
+    if verb == "up":
+        p.add_argument("--authorities", type=_positive, default=4, metavar="N",
+                       help="when generating (default 4)")
+        p.add_argument("--clients", type=_positive, default=2, metavar="M",
+                       help="when generating (default 2)")
+        p.add_argument("--balance", type=_positive, default=1000, metavar="B",
+                       help="when generating (default 1000)")
+    if verb in ("up", "down"):
+        p.add_argument("--timeout", type=_seconds, default=60.0 if verb == "up" else 20.0,
+                       metavar="S", help="seconds to wait for the nodes")
+    args = p.parse_args(argv)
+    from fastpayd import localnet
+    from fastpayd.errors import FastpaydError
+    from fastpayd.testnet import generate_testnet
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if verb == "up":
+            if not (args.dir / "committee.toml").exists():
+                generate_testnet(args.dir, authorities=args.authorities,
+                                 clients=args.clients, balance=args.balance, progress=say)
+            localnet.up(args.dir, args.timeout, say)
+            say(f"network up: fastpay --config {args.dir}/client0.toml status")
+        elif verb == "status":
+            if not localnet.status(args.dir, say):
+                return 1
+        else:
+            localnet.down(args.dir, args.timeout, say)
+    except localnet.LocalNetError as exc:
+        print(f"fastpayd testnet {verb}: {exc}", file=sys.stderr)
+        return 1
+    except FastpaydError as exc:
+        print(f"fastpayd testnet {verb}: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except (OSError, ValueError) as exc:
+        print(f"fastpayd testnet {verb}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["testnet"] and argv[1:2] and argv[1] in ("up", "status", "down"):
+        return _localnet(argv[1], argv[2:])
     if argv and argv[0] == "keygen":
         return _keygen(argv[1:])
     if argv and argv[0] == "testnet":

@@ -22,6 +22,7 @@ import os
 import signal
 from typing import Any
 
+from fastpayd import address as fp_address
 from fastpayd import wire
 from fastpayd.config import ConfigError
 from fastpayd.control import ControlError, Progress
@@ -127,6 +128,7 @@ class AuthorityNode(Node):
         return {
             "account": self.account_label(address),
             "address": address.hex(),
+            "fp_address": fp_address.encode(address),
             "balance": state.balance,
             "next_sequence_number": state.next_sequence_number,
             "pending": None if pending is None else {
@@ -146,14 +148,16 @@ class AuthorityNode(Node):
         return {"accounts": views, "total": self.store.count()}
 
     async def do_history(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """Confirmed and received certificates of `account` at this authority."""
+        """Confirmed and received certificates of `account` at this authority; without
+        an account, every certificate confirmed here (once, as its sender's)."""
         await self.db.durable()
         if request.get("account") is None:
-            raise ControlError("BadRequest", "history on an authority needs an account")
-        address = self.resolve_account(request["account"])
-        state = self.store.load_account(address)
-        if state is None:
-            raise ControlError("UnknownAccount", f"no account {self.account_label(address)}")
+            addresses = list(self.store.accounts)
+        else:
+            addresses = [self.resolve_account(request["account"])]
+            if self.store.load_account(addresses[0]) is None:
+                raise ControlError("UnknownAccount",
+                                   f"no account {self.account_label(addresses[0])}")
 
         def row(direction: str, cert: Any) -> dict[str, Any]:
             t = cert.value.transfer
@@ -161,7 +165,18 @@ class AuthorityNode(Node):
                     "sender": self.account_label(t.sender),
                     "recipient": self.account_label(t.recipient), "amount": t.amount}
 
-        return {"account": self.account_label(address), "history": [
+        if request.get("account") is None:
+            rows = [row("sent", c) for a in addresses
+                    for c in self._state(a).confirmed_log]
+            rows.sort(key=lambda r: (r["sender"], r["sequence_number"]))
+            return {"account": None, "history": rows}
+        state = self._state(addresses[0])
+        return {"account": self.account_label(addresses[0]), "history": [
             *(row("sent", c) for c in state.confirmed_log),
             *(row("received", c) for c in state.received_log),
         ]}
+
+    def _state(self, address: bytes) -> Any:
+        state = self.store.load_account(address)
+        assert state is not None
+        return state

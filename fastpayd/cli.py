@@ -2,13 +2,13 @@
 
 ::
 
-    fastpay [--socket PATH | --config FILE.toml] [--json] COMMAND [ARGS]
+    fastpay COMMAND [ARGS] [--socket PATH | --config FILE.toml] [--json]
 
 Each command is a ``do_<verb>`` method of :class:`Cli`; its docstring is its help and its
-arguments are declared next to it.  ``--json`` prints the daemon's answer as one JSON
-object; otherwise a short human summary.  Every failure (socket missing, daemon refused,
-bad arguments) prints one line on stderr and exits nonzero — never a traceback:
-exit 1 = the daemon refused, 2 = usage, 3 = daemon unreachable.
+arguments are declared next to it.  The global options may come before or after the
+command.  ``--json`` prints the daemon's answer as one JSON object (progress first, as
+JSON lines); otherwise a short human summary.  Every failure prints one line on stderr
+and exits with a status of :data:`EXIT_CODES` (docs/config.md) -- never a traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +28,19 @@ from fastpayd.control import control_request
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
+EXIT_CODES = {
+    0: "ok",
+    EXIT_REFUSED: "the daemon refused (its error code is printed), or a bug (said so)",
+    EXIT_USAGE: "usage: bad arguments or options, unknown command, unreadable config",
+    EXIT_UNREACHABLE: "no daemon answers on the control socket",
+    EXIT_TIMEOUT: "the daemon answers but the command did not finish in time",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_PIPE: "the output was closed early (e.g. '| head')",
+}
+EXIT_EPILOG = "Exit status: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
 
 class CliError(Exception):
@@ -46,13 +59,42 @@ def _args(*specs: tuple[tuple[str, ...], dict[str, Any]]) -> Callable[[Any], Any
     return wrap
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+_seconds.__name__ = "seconds"
+
+
 class Cli:
     def __init__(self, socket: Path, as_json: bool) -> None:
         self.socket = socket
         self.as_json = as_json
 
     async def call(self, request: dict[str, Any], timeout: float = 30.0,
-                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[dict[str, Any]], None] | None = None,
+                   echo: bool = True) -> dict[str, Any]:
         try:
             answer = await control_request(self.socket, request, timeout, progress)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -61,16 +103,17 @@ class Cli:
         except PermissionError:
             raise CliError(f"permission denied on {self.socket}", EXIT_UNREACHABLE) from None
         except TimeoutError:
-            raise CliError(f"no answer from {self.socket} within {timeout:.0f}s",
-                           EXIT_UNREACHABLE) from None
+            raise CliError(f"no answer from {self.socket} within {timeout:g} s",
+                           EXIT_TIMEOUT) from None
         except (OSError, ValueError) as exc:
             raise CliError(f"{self.socket}: {exc}", EXIT_UNREACHABLE) from None
-        if self.as_json:
-            print(json.dumps(answer, indent=None if answer.get("ok") else None))
+        if self.as_json and echo:
+            print(json.dumps(answer), flush=True)
         if not answer.get("ok"):
             err = answer.get("error") or {}
-            raise CliError(f"{err.get('code', 'Error')}: {err.get('message', '')}",
-                           EXIT_REFUSED)
+            code = err.get("code", "Error")
+            raise CliError(f"{code}: {err.get('message', '')}",
+                           EXIT_TIMEOUT if code == "Timeout" else EXIT_REFUSED)
         return answer
 
     # -- commands ---------------------------------------------------------------------
@@ -106,7 +149,8 @@ class Cli:
         if tr and tr.get("state") not in (None, "idle"):
             print(f"  transfer   {_progress_line(tr)}")
 
-    @_args((("account",), {"nargs": "?", "help": "account (authorities: name or hex)"}))
+    @_args((("account",), {"nargs": "?", "help": "name, fp1... or hex address (on a client: "
+                                                 "only its own; refused otherwise)"}))
     async def do_balance(self, args: argparse.Namespace) -> None:
         """Show the balance (a client: its own; an authority: ACCOUNT's, or all)."""
         req: dict[str, Any] = {"cmd": "balance"}
@@ -122,39 +166,49 @@ class Cli:
             print(f"{acct['account']}: {acct['balance']} "
                   f"(next seq {acct['next_sequence_number']}{extra})")
 
-    @_args((("recipient",), {"help": "client name or 64-hex address"}),
-           (("amount",), {"type": int, "help": "positive integer amount"}),
-           (("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}),
+    @_args((("recipient",), {"help": "client name, fp1... address, or 64 hex digits "
+                                     "(hex of no known account needs --force)"}),
+           (("amount",), {"type": _count(1), "help": "positive integer amount"}),
+           (("--timeout",), {"type": _seconds, "default": 60.0,
+                             "help": "seconds (default 60)"}),
            (("--wait",), {"action": "store_true",
                           "help": "mobile client: follow the transfer until it is complete"}),
            (("--again",), {"action": "store_true",
                            "help": "pay once more although the latest transfer is the same "
-                                   "recipient and amount (otherwise that one is returned)"}))
+                                   "recipient and amount (otherwise that one is returned)"}),
+           (("--force",), {"action": "store_true",
+                           "help": "pay a raw hex address that is no known account"}))
     async def do_transfer(self, args: argparse.Namespace) -> None:
         """Pay AMOUNT to RECIPIENT: votes, certificate, confirmations, delivery.
 
-        On a WiFi Direct (mobile) client it returns once the order is signed; the daemon
-        visits authorities as they come into range (--wait follows it).  Typing the same
-        transfer again while it is unfinished, or before its success was shown, returns
-        that transfer instead of paying twice; --again pays once more.  Exit 0 once the
-        certificate exists (the money has moved), 1 if refused or without a quorum.
+        RECIPIENT is a client name of the committee file, an fp1... address (its checksum
+        catches typos) or 64 hex digits; hex that is no known account is refused unless
+        --force, the all-zero address always.  On a WiFi Direct (mobile) client it
+        returns once the order is signed; the daemon visits authorities as they come into
+        range (--wait follows it).  Typing the same transfer again while it is
+        unfinished, or before its success was shown, returns that transfer instead of
+        paying twice; --again pays once more.  Exit 0 once the certificate exists (the
+        money has moved), 1 if refused or without a quorum.
         """
-        if args.amount <= 0:
-            raise CliError("amount must be a positive integer", EXIT_USAGE)
-        if args.timeout <= 0:
-            raise CliError("--timeout must be a positive number of seconds", EXIT_USAGE)
 
         def show(p: dict[str, Any]) -> None:
+            if self.as_json:
+                print(json.dumps({"progress": p}), flush=True)
+                return
             step = p.get("step", "?")
             detail = " ".join(f"{k}={v}" for k, v in p.items() if k != "step")
             print(f"  .. {step} {detail}", file=sys.stderr, flush=True)
 
-        print(f"transfer {args.amount} to {args.recipient} ...", file=sys.stderr, flush=True)
-        request = {"cmd": "transfer", "recipient": args.recipient, "amount": args.amount,
-                   "again": args.again, "timeout": args.timeout}
+        if not self.as_json:
+            print(f"transfer {args.amount} to {args.recipient} ...", file=sys.stderr,
+                  flush=True)
+        req: dict[str, Any] = {"cmd": "transfer", "recipient": args.recipient,
+                               "amount": args.amount, "again": args.again,
+                               "force": args.force, "timeout": args.timeout}
         if args.wait:
-            request["wait"] = True  # else the daemon's default for its link
-        a = await self.call(request, args.timeout + 10.0, show)
+            req["wait"] = True
+        a = await self.call(req,
+                            args.timeout + 10.0, show)
         if self.as_json:
             return
         if not a.get("certificate"):
@@ -168,9 +222,11 @@ class Cli:
               f"confirmed at {confirmed}/{len(a['confirmations'])} authorities ({where}); "
               f"balance {a['balance']}")
 
-    @_args((("account",), {"nargs": "?", "help": "account (authorities only)"}))
+    @_args((("account",), {"nargs": "?", "help": "name, fp1... or hex address (on a client: "
+                                                 "only its own; refused otherwise)"}))
     async def do_history(self, args: argparse.Namespace) -> None:
-        """List certificates sent and received."""
+        """List certificates sent and received (a client: its own; an authority: ACCOUNT's,
+        or every certificate confirmed there)."""
         req: dict[str, Any] = {"cmd": "history"}
         if args.account:
             req["account"] = args.account
@@ -208,24 +264,79 @@ class Cli:
             print("in range: " + (", ".join(f"{r['name']} ({r['level']} dBm)"
                                             for r in a["in_range"]) or "no authority"))
 
-    @_args((("--since",), {"type": int, "default": 0, "help": "after this sequence number"}))
+    @_args((("--since",), {"type": _count(0), "default": 0,
+                           "help": "after this sequence number"}),
+           (("--follow", "-f"), {"action": "store_true",
+                                 "help": "keep printing new events until Ctrl-C"}))
     async def do_events(self, args: argparse.Namespace) -> None:
-        """Print the node's recent events (JSON lines)."""
-        a = await self.call({"cmd": "events", "since": args.since})
-        if self.as_json:
-            return
-        for e in a["events"]:
-            print(json.dumps(e))
+        """Print the node's recent events (JSON lines); --follow waits for new ones."""
+        since = args.since
+        while True:
+            req: dict[str, Any] = {"cmd": "events", "since": since}
+            if args.follow:
+                req["wait"] = 30.0  # a long-poll: the daemon answers when an event comes
+            a = await self.call(req, 60.0, echo=not args.follow)
+            for e in a["events"]:
+                if args.follow or not self.as_json:
+                    print(json.dumps(e), flush=True)
+                since = max(since, int(e["seq"]))
+            if not args.follow:
+                return
 
-    @_args((("--timeout",), {"type": float, "default": 60.0, "help": "seconds (default 60)"}))
+    @_args((("--timeout",), {"type": _seconds, "default": 60.0,
+                             "help": "seconds (default 60)"}))
     async def do_sync(self, args: argparse.Namespace) -> None:
-        """Client: ask the authorities for payments received and missed state."""
-        if args.timeout <= 0:
-            raise CliError("--timeout must be a positive number of seconds", EXIT_USAGE)
+        """Client: ask the authorities for payments received and missed state.
+
+        Exit 4 if not every reachable authority answered within --timeout.
+        """
         a = await self.call({"cmd": "sync", "timeout": args.timeout}, args.timeout + 10.0)
         if not self.as_json:
             print(f"reached {', '.join(a['reached']) or 'no authority'}; "
                   f"credited {a['credited']}; balance {a['balance']}")
+
+    async def do_reload(self, args: argparse.Namespace) -> None:
+        """Re-read the config like SIGHUP (log level, peers directory)."""
+        a = await self.call({"cmd": "reload"})
+        if not self.as_json:
+            print("reloaded: " + (", ".join(a["changed"]) or "nothing changed"))
+
+    @_args((("--timeout",), {"type": _seconds, "default": 60.0,
+                             "help": "seconds (default 60)"}))
+    async def do_wait_ready(self, args: argparse.Namespace) -> None:
+        """Wait until the daemon answers on its control socket (it opens the socket only
+        once its state, link and session are up).  Exit 4 if not within --timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout
+        while True:
+            try:
+                a = await control_request(self.socket, {"cmd": "status"},
+                                          max(0.1, deadline - loop.time()))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass  # not listening yet: the daemon creates the socket when it is ready
+            except (TimeoutError, OSError, ValueError):
+                pass
+            if loop.time() >= deadline:
+                raise CliError(f"no fastpayd ready on {self.socket} within {args.timeout:g} s",
+                               EXIT_TIMEOUT)
+            await asyncio.sleep(0.1)
+        if self.as_json:
+            print(json.dumps(a), flush=True)
+        else:
+            print(f"{a['name']} ({a['role']}) ready, pid {a['pid']}")
+
+    @_args((("topic",), {"nargs": "?", "metavar": "COMMAND", "help": "a command"}))
+    async def do_help(self, args: argparse.Namespace) -> None:
+        """Show the commands, or one COMMAND's help."""
+        parser = _parser()
+        if args.topic is None:
+            parser.print_help()
+            return
+        sub = _subparsers(parser).choices.get(args.topic)
+        if sub is None:
+            raise CliError(f"no command {args.topic!r}; 'fastpay help' lists them", EXIT_USAGE)
+        sub.print_help()
 
 
 def _progress_line(tr: dict[str, Any]) -> str:
@@ -242,24 +353,48 @@ def _progress_line(tr: dict[str, Any]) -> str:
     return line
 
 
+# Commands that do not talk to a daemon (they need no --socket/--config).
+LOCAL_COMMANDS = frozenset({"help"})
+
+
+def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+    """--socket/--config/--json, on the main parser and (SUPPRESSed) on every command."""
+    p.add_argument("--socket", type=Path, default=default,
+                   help="control socket path ($FASTPAY_SOCKET)")
+    p.add_argument("--config", type=Path, default=default,
+                   help="the node's config file (finds its socket)")
+    p.add_argument("--json", action="store_true", default=default or False,
+                   help="print the daemon's answer as JSON (progress as JSON lines first)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastpay", description="Control a running fastpayd.")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--socket", type=Path, help="control socket path ($FASTPAY_SOCKET)")
-    where.add_argument("--config", type=Path, help="the node's config file (finds its socket)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = argparse.ArgumentParser(
+        prog="fastpay", description="Control a running fastpayd. The options --socket, "
+        "--config and --json may come before or after the command; 'fastpay help COMMAND' "
+        "shows a command's help.", epilog=EXIT_EPILOG)
+    _global_options(p, None)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, fn in inspect.getmembers(Cli, inspect.iscoroutinefunction):
         if not name.startswith("do_"):
             continue
         doc = inspect.getdoc(fn) or ""
-        sp = sub.add_parser(name[3:], help=doc.splitlines()[0] if doc else "", description=doc)
+        first = doc.split("\n\n")[0].replace("\n", " ")
+        sp = sub.add_parser(name[3:].replace("_", "-"), help=first, description=doc,
+                            epilog=EXIT_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         for flags, kwargs in getattr(fn, "cli_args", ()):
             sp.add_argument(*flags, **kwargs)
+        _global_options(sp, argparse.SUPPRESS)
     return p
 
 
+def _subparsers(p: argparse.ArgumentParser) -> Any:
+    return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+
+
 def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None and args.config is not None:
+        raise CliError("give --socket or --config, not both", EXIT_USAGE)
     if args.socket is not None:
         return Path(args.socket)
     if args.config is not None:
@@ -276,17 +411,45 @@ def _socket_path(args: argparse.Namespace) -> Path:
                    EXIT_USAGE)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _main(argv: list[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("fastpay: a command is needed; 'fastpay help' lists them", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        cli = Cli(_socket_path(args), args.json)
-        asyncio.run(getattr(cli, f"do_{args.command}")(args))
+        socket = Path() if args.command in LOCAL_COMMANDS else _socket_path(args)
+        cli = Cli(socket, args.json)
+        asyncio.run(getattr(cli, f"do_{args.command.replace('-', '_')}")(args))
     except CliError as exc:
         print(f"fastpay: {exc}", file=sys.stderr)
         return exc.status
-    except KeyboardInterrupt:
-        return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit status (:data:`EXIT_CODES`)."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        if isinstance(exc, BrokenPipeError):
+            return _closed_output()
+        print(f"fastpay: unexpected error (a bug, please report it): "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    return status
+
+
+def _closed_output() -> int:
+    """The reader went away (`fastpay events --follow | head`): stop quietly, and keep the
+    interpreter's final flush from failing again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import contextlib
 import logging
 from typing import Any
 
-from fastpayd import wire
+from fastpayd import address, wire
 from fastpayd.control import ControlError, Progress, caller_gone
 from fastpayd.link import LinkError
 from fastpayd.node import Node
@@ -361,7 +361,8 @@ class ClientNode(Node):
         success, returns that transfer (`again`: pay once more).  A different transfer
         waits for an unfinished one to be certified first.
         """
-        recipient = self.resolve_account(request.get("recipient"))
+        recipient = self.resolve_account(request.get("recipient"), payee=True,
+                                         force=bool(request.get("force")))
         amount = request.get("amount")
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise ControlError("BadRequest", "amount must be a positive integer")
@@ -369,6 +370,8 @@ class ClientNode(Node):
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             raise ControlError("BadRequest", "timeout is a positive number of seconds")
         wait = request.get("wait")
+        if wait is not None and not isinstance(wait, bool):
+            raise ControlError("BadRequest", "wait is true or false")
         if wait is None:
             wait = not self.link_is_mobile
         assert self.pump is not None
@@ -420,7 +423,7 @@ class ClientNode(Node):
                           str(self.session.reported_sequence_number).encode())
         if state.certified:
             cert = self.state.certificate_for(seq) if seq is not None else None
-            answer["votes"] = {n: "vote" for n, _ in cert.signatures} if cert else {}
+            answer["votes"] = [n for n, _ in cert.signatures] if cert else []
             t0 = self._started_at.get(seq) if seq is not None else None
             if t0 is not None:
                 answer["latency"] = round(asyncio.get_running_loop().time() - t0, 6)
@@ -458,30 +461,47 @@ class ClientNode(Node):
         return {
             "balance": self.state.balance,
             "next_sequence_number": self.state.next_sequence_number,
-            "pending": self.state.pending_order is not None,
+            "pending": self._pending_view(),
             "payments_received": self.payments_received,
             "mobile": self.link_is_mobile,
             "transfer": self.transfer_progress() if self.pump is not None else None,
         }
 
+    def _own_account_only(self, request: dict[str, Any], what: str) -> None:
+        """A client knows its own account only: another one named is refused."""
+        account = request.get("account")
+        if account is not None and self.resolve_account(account) != self.keypair.public_key:
+            raise ControlError("NotThisAccount", f"{self.name} is a client and knows only its "
+                               f"own account; ask an authority for {account}'s {what} "
+                               f"(fastpay --config auth0.toml {what} {account})")
+
     async def do_balance(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """This client's balance as it knows it (genesis + verified credits - debits)."""
+        """This client's balance as it knows it (genesis + verified credits - debits);
+        `account`, if given, must be this client's own."""
+        self._own_account_only(request, "balance")
         await self.db.durable()
-        pending = self.state.pending_order
         return {
             "account": self.name,
             "address": self.keypair.public_key.hex(),
+            "fp_address": address.encode(self.keypair.public_key),
             "balance": self.state.balance,
             "next_sequence_number": self.state.next_sequence_number,
-            "pending": None if pending is None else {
-                "sequence_number": pending.transfer.sequence_number,
-                "recipient": self.account_label(pending.transfer.recipient),
-                "amount": pending.transfer.amount,
-            },
+            "pending": self._pending_view(),
+        }
+
+    def _pending_view(self) -> dict[str, Any] | None:
+        """The signed order awaiting its certificate (same shape as an authority's)."""
+        pending = self.state.pending_order
+        return None if pending is None else {
+            "sequence_number": pending.transfer.sequence_number,
+            "recipient": self.account_label(pending.transfer.recipient),
+            "amount": pending.transfer.amount,
         }
 
     async def do_history(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """Certificates sent and received by this client, oldest first."""
+        """Certificates sent and received by this client, oldest first; `account`, if
+        given, must be this client's own."""
+        self._own_account_only(request, "history")
         await self.db.durable()
         rec = self.state.record
         rows = []

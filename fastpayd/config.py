@@ -40,7 +40,7 @@ LINK_OPTIONS = {
 COMMITTEE_KEYS = frozenset({"committee_id", "authorities", "clients", "genesis", "genesis_file",
                             "genesis_sha256"})
 AUTHORITY_KEYS = frozenset({"name", "public_key", "weight", "endpoint"})
-CLIENT_KEYS = frozenset({"name", "address", "endpoint"})
+CLIENT_ENTRY_KEYS = frozenset({"name", "address", "endpoint"})
 GENESIS_KEYS = frozenset({"address", "balance"})
 DEFAULT_EVENTS_MAX_BYTES = 16 << 20
 
@@ -377,7 +377,7 @@ def load_committee_file(path: Path | str) -> CommitteeFile:
         w = f"{where}: clients[{i}]"
         if not isinstance(c, dict):
             raise ConfigError(f"{w}: expected a table")
-        check_keys(c, CLIENT_KEYS, w)
+        check_keys(c, CLIENT_ENTRY_KEYS, w)
         ep = _optional(c, "endpoint", str, None, w)
         clients.append(ClientEntry(
             name=_require(c, "name", str, w),

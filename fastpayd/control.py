@@ -61,7 +61,8 @@ _NUMBER = (int, float)
 FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "cmd": ((str,), "a string"),
     "progress": ((bool,), "true or false"),
-    "wait": ((bool,), "true or false"),
+    "wait": ((bool, int, float, type(None)), "true/false/null, or seconds for events"),
+    "force": ((bool,), "true or false"),
     "account": ((str, type(None)), "an account name or hex address"),
     "recipient": ((str,), "an account name or hex address"),
     "amount": ((int,), "a non-negative integer"),

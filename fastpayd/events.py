@@ -23,6 +23,7 @@ next one that passes carries ``suppressed`` (how many were dropped before it).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
@@ -84,6 +85,7 @@ class EventLog:
         self._size = 0
         self._file: IO[bytes] | None = None
         self._buckets: dict[str, _Bucket] = {}
+        self._waiters: list[asyncio.Future[None]] = []
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             last = last_seq_in(path)
@@ -137,6 +139,10 @@ class EventLog:
         if suppressed:
             record["suppressed"] = suppressed
         self._ring.append(record)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
         if self._file is not None:
             try:
                 self._file.write((json.dumps(record, default=str) + "\n").encode())
@@ -157,6 +163,20 @@ class EventLog:
             self.rotations += 1
         finally:
             self._open()
+
+    async def wait_after(self, seq: int, timeout: float) -> None:
+        """Return once an event after ``seq`` exists, or after ``timeout`` seconds."""
+        if self._seq > seq:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def since(self, seq: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Return the events with ``seq`` greater than ``seq`` still in the ring, oldest first."""

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastpayd import address
 from fastpayd.config import (
     CommitteeFile,
     ConfigError,
@@ -181,21 +182,48 @@ class Node:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def resolve_account(self, text: Any) -> bytes:
-        """A client name from the directory or a 64-hex address → address bytes."""
+    def resolve_account(self, text: Any, *, payee: bool = False, force: bool = False) -> bytes:
+        """An account given as a client name from the directory, an ``fp1…`` address
+        (checksummed, :mod:`fastpayd.address`) or 64 hex digits → address bytes.
+
+        For a payee (``payee``), 64 hex digits that are no known account (directory,
+        genesis, our own) are refused unless ``force`` (a typo there is another valid
+        account), and the all-zero address is always refused (nobody holds its key).
+        """
         if not isinstance(text, str) or not text:
-            raise ControlError("BadRequest", "expected an account name or hex address")
+            raise ControlError("BadRequest", "expected an account name or address")
         entry = self.committee_file.client_by_name(text)
         if entry is not None:
             return entry.address
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise ControlError("UnknownAccount", f"{text!r} is neither a known client nor "
-                               "a 64-hex-digit address")
+        if address.looks_like_address(text):
+            try:
+                raw = address.decode(text)
+            except address.AddressError as exc:
+                raise ControlError("BadAddress", f"{text!r}: {exc}") from None
+        else:
+            try:
+                raw = bytes.fromhex(text)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise ControlError("UnknownAccount", f"{text!r} is neither a known client "
+                                   "nor an address (fp1... or 64 hex digits)")
+            if payee and raw == bytes(32):
+                raise ControlError("BadAddress", "the all-zero address belongs to nobody")
+            if payee and not force and not self.is_known_account(raw):
+                raise ControlError("UnknownRecipient", f"{text} is no known account and a "
+                                   "raw hex address has no checksum: check it, give its "
+                                   f"{address.HRP}1... form, or pay it anyway with force "
+                                   "(fastpay transfer --force)")
+        if payee and raw == bytes(32):
+            raise ControlError("BadAddress", "the all-zero address belongs to nobody")
         return raw
+
+    def is_known_account(self, raw: bytes) -> bool:
+        """Whether ``raw`` is a directory client, a genesis account or this node's own."""
+        return (self.committee_file.client_by_address(raw) is not None
+                or raw == self.keypair.public_key
+                or any(a == raw for a, _ in self.committee_file.genesis))
 
     def account_label(self, address: bytes) -> str:
         entry = self.committee_file.client_by_address(address)
@@ -209,6 +237,7 @@ class Node:
             "name": self.name,
             "role": self.role,
             "address": self.keypair.public_key.hex(),
+            "fp_address": address.encode(self.keypair.public_key),
             "committee_id": self.committee.committee_id,
             "authorities": sorted(self.committee.names),
             "quorum_threshold": self.committee.quorum_threshold,
@@ -235,11 +264,20 @@ class Node:
         return {"peers": self.link.peers() if self.link else []}
 
     async def do_events(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """Events after sequence number `since` (default 0), at most `limit`."""
+        """Events after sequence number `since` (default 0), at most `limit`.
+
+        With `wait` (seconds), a long-poll: if there is no such event yet, the answer
+        comes as soon as one is emitted, or after `wait` seconds with no events.
+        """
         since = request.get("since", 0)
         limit = request.get("limit")
         if not isinstance(since, int) or (limit is not None and not isinstance(limit, int)):
             raise ControlError("BadRequest", "since and limit are integers")
+        wait = request.get("wait")
+        if wait is not None and wait is not False:
+            if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+                raise ControlError("BadRequest", "wait is a number of seconds >= 0")
+            await self.events.wait_after(since, float(wait))
         return {"events": self.events.since(since, limit), "last_seq": self.events.last_seq}
 
     async def do_reload(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:

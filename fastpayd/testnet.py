@@ -9,6 +9,7 @@
 
 Authorities are ``auth0..auth{N-1}`` listening on ``base_port + i``; clients are
 ``client0..client{M-1}`` listening on ``base_port + 100 + j`` (to receive certificates).
+Without ``base_port``, :func:`free_base_port` picks a range that is free right now.
 Every authority has weight 1, so the committee tolerates f = (N-1)//3 faults.  Every client
 starts with ``balance`` at every authority.  Seeds come from the OS unless ``seed`` is
 given, in which case the whole network is reproducible.  ``extra_genesis`` funds more
@@ -27,6 +28,7 @@ import hashlib
 import json
 import secrets
 import shutil
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,13 +71,36 @@ def _clear_state(state_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(state_dir)
 
 
+def free_base_port(authorities: int, clients: int, host: str = "127.0.0.1") -> int:
+    """A base port whose authority and client ports are all free on ``host`` right now
+    (in 20000-60000, away from the usual services); OSError if none is found."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(200):
+        base = secrets.randbelow(40000) + 20000
+        ports = [base + i for i in range(authorities)]
+        ports += [base + 100 + j for j in range(clients)]
+        socks: list[socket.socket] = []
+        try:
+            for port in ports:
+                s = socket.socket(family)
+                socks.append(s)
+                s.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise OSError(f"no free range of ports on {host}")
+
+
 def generate_testnet(
     out: Path,
     *,
     authorities: int,
     clients: int,
     balance: int,
-    base_port: int = 9100,
+    base_port: int | None = None,
     host: str = "127.0.0.1",
     seed: bytes | None = None,
     extra_genesis: Iterable[tuple[bytes, int]] = (),
@@ -92,6 +117,8 @@ def generate_testnet(
         raise ValueError("at least one authority is needed")
     if clients < 0 or balance < 0:
         raise ValueError("clients and balance must not be negative")
+    if base_port is None:
+        base_port = free_base_port(authorities, clients, host)
     if not 1 <= base_port <= 65535 - 100 - clients or authorities > 100:
         raise ValueError("ports out of range: lower --base-port or use fewer nodes")
     out.mkdir(parents=True, exist_ok=True)

@@ -231,20 +231,27 @@ class ClientState:
         self, certificate: CertifiedTransferOrder, confirmed_by: frozenset[str]
     ) -> None:
         # Only called for a verified certificate of ours at our next sequence number.
+        # A payment to ourselves is debited and credited at once (net zero), so the
+        # balance is right without waiting for a sync to bring the credit back.
         rec = self._record
         transfer = certificate.value.transfer
+        to_self = transfer.recipient == self.address and transfer.key not in self._received
         self._commit(
             replace(
                 rec,
-                balance=rec.balance - transfer.amount,
+                balance=rec.balance - (0 if to_self else transfer.amount),
                 next_sequence_number=rec.next_sequence_number + 1,
                 pending_order=None,
                 votes=(),
                 certificate=certificate,
                 confirmed_by=confirmed_by,
                 sent_log=(*rec.sent_log, certificate),
+                received_log=(*rec.received_log, certificate) if to_self
+                else rec.received_log,
             )
         )
+        if to_self:
+            self._received.add(transfer.key)
 
     def confirmation_delivered(self, authority: str) -> None:
         """Record that ``authority`` acknowledged the latest certificate."""

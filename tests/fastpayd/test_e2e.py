@@ -28,11 +28,12 @@ async def test_transfer_through_cli_settles_everywhere(make_testnet) -> None:
 
     done = await asyncio.to_thread(fastpay, net, "client0", "--json", "transfer", "client1", "250")
     assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
+    *steps, answer = (json.loads(line) for line in done.stdout.splitlines())
     assert answer["ok"] and answer["amount"] == 250 and answer["sequence_number"] == 0
     assert set(answer["confirmations"].values()) == {"confirmed"}
     assert answer["delivery"] == "delivered"
-    assert "certificate_formed" in done.stderr  # progress was shown
+    # progress was shown, as JSON lines before the answer
+    assert "certificate_formed" in [s["progress"]["step"] for s in steps]
 
     # Every authority settled it: sender debited, recipient credited.
     for name in ("auth0", "auth1", "auth2", "auth3"):

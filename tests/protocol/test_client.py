@@ -88,6 +88,17 @@ def test_handle_vote_certificate_at_quorum(net: Network, alice: ClientState, bob
     assert alice.certificate == cert
 
 
+def test_handle_vote_self_payment_balance_right_at_once(net: Network, alice: ClientState):
+    order = alice.start_transfer(alice.address, 30)
+    for vote in net.votes(order)[:3]:
+        cert = alice.handle_vote(vote)
+    assert cert is not None
+    assert alice.balance == 100 and alice.next_sequence_number == 1
+    assert alice.record.sent_log == (cert,) and alice.record.received_log == (cert,)
+    # The credit coming back (sync, delivery) is not counted twice.
+    assert alice.receive_certificate(cert) == 0 and alice.balance == 100
+
+
 def test_handle_vote_dedups_by_authority(net: Network, alice: ClientState, bob: ClientState):
     order = alice.start_transfer(bob.address, 10)
     vote = net.votes(order, ["auth0"])[0]
