@@ -11,6 +11,7 @@ files, rate-limited noise;  9. strict configs, keygen/testnet, exit codes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -346,7 +347,10 @@ async def _control_line(path: Path, line: bytes) -> dict[str, Any]:
     reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
     try:
         writer.write(line + b"\n")
-        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            # A daemon that answers Busy closes at once: our request may meet a reset,
+            # but its answer is already there to read.
+            await writer.drain()
         async with asyncio.timeout(15):
             answer = await reader.readline()
         assert answer, "no answer"
