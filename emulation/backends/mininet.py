@@ -158,7 +158,17 @@ class MininetStation(Station):
         super().__init__(spec, hwsim.Radio(phy=phy, addresses=(intf.mac, intf.mac)), run_dir)
         self.node = node
         self.iface = intf.name
-        self.netns = f"mn:{node.pid}"
+        self.netns = f"mininet:{spec.name}"  # emulation.shell enters it by pid
+
+    @property  # type: ignore[override]
+    def position(self) -> tuple[float, float]:
+        """Where Mininet-WiFi has the node now (its own mobility models included)."""
+        pos = getattr(self.node, "position", None)
+        return (float(pos[0]), float(pos[1])) if pos else self.spec.position
+
+    @position.setter
+    def position(self, value: tuple[float, float]) -> None:
+        pass  # Mininet-WiFi's node.position is the one truth (setPosition)
 
     @property
     def p2p_ctrl_iface(self) -> str:
@@ -238,6 +248,39 @@ class MininetNetwork:
         self._t0 = time.monotonic()
         self._held = False
         self._started = False
+        self._adopted = False  # a script's own Mininet_wifi: its mobility, its stop()
+
+    @classmethod
+    def adopt(cls, mn: Any, roles: dict[str, str], timeout: float = 120.0,
+              run_dir: Path = DEFAULT_RUN_DIR) -> MininetNetwork:
+        """Start our daemons on the stations ``roles`` names of a Mininet-WiFi network a
+        script built itself (``configureNodes()`` and ``build()`` done). Positions and
+        mobility stay Mininet-WiFi's; :meth:`stop` stops only what this started."""
+        specs = []
+        for name, role in roles.items():
+            node = mn.nameToNode[name]
+            pos = getattr(node, "position", None) or (0.0, 0.0)
+            specs.append(StationSpec(name, role, (float(pos[0]), float(pos[1])),
+                                     float(node.wintfs[0].range) or 100.0))
+        net = cls(specs, run_dir=run_dir)
+        net.mn, net._adopted, net._started = mn, True, True
+        try:
+            prepare_environment()
+            net.run_dir.mkdir(parents=True, exist_ok=True)
+            net.wmediumd_pid = _wmediumd_pid()
+            hwsim.warm_up_crypto()
+            for spec in specs:
+                net.models[spec.name] = mobility.Static(spec.position)
+                station = MininetStation(spec, mn.nameToNode[spec.name], net.run_dir)
+                net.stations[spec.name] = station
+                station.start(timeout)
+            net._supervisor = threading.Thread(target=net._supervise, name="mininet",
+                                               daemon=True)
+            net._supervisor.start()
+        except Exception as exc:
+            net.stop()
+            raise EmulationError(f"cannot start the daemons in Mininet-WiFi: {exc}") from exc
+        return net
 
     def __enter__(self) -> MininetNetwork:
         self.start()
@@ -323,7 +366,6 @@ class MininetNetwork:
             x, y = self.models[name].position(t)
             if force or (x, y) != station.position:
                 station.node.setPosition(f"{x},{y},0")
-                station.position = (float(x), float(y))
 
     def _supervise(self) -> None:
         while not self._stopping.wait(self.tick):
@@ -366,11 +408,12 @@ class MininetNetwork:
             for station in reversed(list(self.stations.values())):
                 with contextlib.suppress(Exception):
                     station.stop()
-            if self.mn is not None:
+            if self.mn is not None and not self._adopted:
                 mn, self.mn = self.mn, None
                 with contextlib.suppress(Exception):
                     mn.stop()
-            cleanup_stale(self.run_dir)
+            if not self._adopted:
+                cleanup_stale(self.run_dir)
             self.timings["stop_s"] = round(time.monotonic() - t, 3)
 
     # -- queries and changes (as emulation.network.Network) --
@@ -388,7 +431,7 @@ class MininetNetwork:
         """Keep every station at its start position until :meth:`restart_clock`."""
         with self._lock:
             self._held = True
-            if self.stations:
+            if self.stations and not self._adopted:
                 self._push_positions(0.0)
 
     def restart_clock(self) -> None:
@@ -414,7 +457,6 @@ class MininetNetwork:
         with self._lock:
             self.models[name] = mobility.Static((x, y))
             station.node.setPosition(f"{x},{y},0")
-            station.position = (x, y)
 
     def set_model(self, name: str, model: mobility.Model) -> None:
         """Give a station a new mobility model (positions follow from now on)."""
