@@ -262,7 +262,11 @@ class MininetNetwork:
             pos = getattr(node, "position", None) or (0.0, 0.0)
             specs.append(StationSpec(name, role, (float(pos[0]), float(pos[1])),
                                      float(node.wintfs[0].range) or 100.0))
-        net = cls(specs, run_dir=run_dir)
+        from mn_wifi.propagationModels import PropagationModel
+
+        # The script's propagation model, for links()' signal levels.
+        net = cls(specs, run_dir=run_dir,
+                  pathloss=PathLoss(exponent=float(PropagationModel.exp)))
         net.mn, net._adopted, net._started = mn, True, True
         try:
             prepare_environment()
