@@ -122,6 +122,18 @@ def _wmediumd_log() -> str:
     return ""
 
 
+def set_position(node: Any, x: float, y: float) -> None:
+    """``node.setPosition("x,y,0")`` without its plot update: once our report has drawn
+    a pyplot figure in this process, Mininet-WiFi's ``update_graph`` tries to move circles
+    it never drew (AttributeError ``circle``) before wmediumd hears of the move."""
+    from mn_wifi.wmediumdConnector import w_cst, wmediumd_mode
+
+    node.position = [float(x), float(y), 0.0]
+    if wmediumd_mode.mode == w_cst.INTERFERENCE_MODE:
+        node.set_pos_wmediumd(node.position)
+    node.configLinks()
+
+
 def patch_wmediumd_connect(timeout: float = 60.0) -> None:
     """Make mn_wifi's connect to wmediumd wait until wmediumd listens (it sleeps 1 s and
     tries once, which loses the race under TCG)."""
@@ -209,8 +221,8 @@ class MininetNetwork:
     """The same running interface as :class:`emulation.network.Network`, on Mininet-WiFi.
 
     ``specs`` become Mininet-WiFi stations (``addStation(name, cls=station_class,
-    position=..., range=..., antennaGain=...)``); scenario mobility models drive
-    ``setPosition`` every ``tick`` seconds, which Mininet-WiFi passes on to wmediumd.
+    position=..., range=..., antennaGain=...)``); scenario mobility models move them
+    every ``tick`` seconds (:func:`set_position`: Mininet-WiFi's node position, wmediumd).
     """
 
     backend = "mininet"
@@ -369,7 +381,7 @@ class MininetNetwork:
         for name, station in self.stations.items():
             x, y = self.models[name].position(t)
             if force or (x, y) != station.position:
-                station.node.setPosition(f"{x},{y},0")
+                set_position(station.node, x, y)
 
     def _supervise(self) -> None:
         while not self._stopping.wait(self.tick):
@@ -460,7 +472,7 @@ class MininetNetwork:
         x, y = float(position[0]), float(position[1])
         with self._lock:
             self.models[name] = mobility.Static((x, y))
-            station.node.setPosition(f"{x},{y},0")
+            set_position(station.node, x, y)
 
     def set_model(self, name: str, model: mobility.Model) -> None:
         """Give a station a new mobility model (positions follow from now on)."""
