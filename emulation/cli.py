@@ -234,7 +234,7 @@ class EmulationCLI(cmd.Cmd):
     def _wpa_cli(self, name: str, *args: str) -> str:
         station = self.net.station(name)
         result = station.run(["wpa_cli", "-p", str(station.ctrl_dir), "-i",
-                              f"p2p-dev-{station.iface}", *args], timeout=30)
+                              station.p2p_ctrl_iface, *args], timeout=30)
         if result.returncode != 0 or result.stdout.strip().startswith("FAIL"):
             raise CommandFailed(f"{name}: wpa_cli {shlex.join(args)}: "
                                 f"{(result.stdout + result.stderr).strip()}")
@@ -244,7 +244,7 @@ class EmulationCLI(cmd.Cmd):
         station = self.net.station(name)
         # wpa_cli exits non-zero when the peer list is empty: not an error.
         listing = station.run(["wpa_cli", "-p", str(station.ctrl_dir), "-i",
-                               f"p2p-dev-{station.iface}", "p2p_peers"], timeout=30)
+                               station.p2p_ctrl_iface, "p2p_peers"], timeout=30)
         peers = {}
         for address in listing.stdout.split():
             info = self._wpa_cli(name, "p2p_peer", address)

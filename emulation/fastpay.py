@@ -240,7 +240,8 @@ class FastPayLayer:
                 f"state_dir = {_q('state/' + spec.name)}",
                 f"control_socket = {_q('run/' + spec.name + '.sock')}",
                 'committee_file = "committee.toml"', 'log_level = "info"', "",
-                "[link]", 'kind = "wifidirect"', 'interface = "wlan0"', *link_lines, ""]))
+                "[link]", 'kind = "wifidirect"',
+                f"interface = {_q(self.net.station(spec.name).iface)}", *link_lines, ""]))
             self.daemons[spec.name] = Daemon(
                 spec.name, spec.role, self.net.station(spec.name), cfg,
                 self.work / "run" / f"{spec.name}.sock", self.work / "state" / spec.name,
@@ -521,7 +522,7 @@ class FastPayLayer:
         elapsed = time.monotonic() - t0
         self.record("bare_join", go=go, joiner=joiner, seconds=elapsed)
         for st in (j, g):
-            _wpa(st, "p2p_group_remove", "wlan0", check=False)
+            _wpa(st, "p2p_group_remove", st.iface, check=False)
             _wpa(st, "p2p_stop_find", check=False)
         return elapsed
 
@@ -532,7 +533,7 @@ def _deadline(deadline: float, what: str) -> None:
 
 
 def _wpa(station: Any, *args: str, dev: bool = True, check: bool = True) -> str:
-    iface = f"p2p-dev-{station.iface}" if dev else station.iface
+    iface = station.p2p_ctrl_iface if dev else station.iface
     result = station.run(["wpa_cli", "-p", str(station.ctrl_dir), "-i", iface, *args],
                          timeout=30)
     out = result.stdout

@@ -104,6 +104,13 @@ class Station:
         return self.radio.hwsim_addr
 
     @property
+    def p2p_ctrl_iface(self) -> str:
+        """The wpa_supplicant interface that takes P2P commands (wpa_cli ``-i``): hwsim's
+        radios have a P2P Device (``p2p-dev-wlan0``); radios without one take them on the
+        station interface itself."""
+        return f"p2p-dev-{self.iface}"
+
+    @property
     def bus_address(self) -> str:
         """D-Bus address for processes inside the station (per-namespace abstract socket)."""
         return f"unix:abstract={BUS_ABSTRACT}"
@@ -196,7 +203,7 @@ class Station:
                                 stdin=subprocess.DEVNULL, env=self.env())
         log.close()
         self._record_pid("wpa_supplicant", proc)
-        p2p_ctrl = self.ctrl_dir / f"p2p-dev-{self.iface}"
+        p2p_ctrl = self.ctrl_dir / self.p2p_ctrl_iface
 
         def ready() -> bool:
             if proc.poll() is not None:

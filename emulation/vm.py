@@ -38,6 +38,14 @@ from pathlib import Path
 
 from emulation import hwsim
 
+ROOT = Path(__file__).resolve().parent.parent
+# Built by scripts/setup-mininet.sh (gitignored): mnexec, wmediumd, hwsim_mgmt for the
+# Mininet-WiFi backend, and a prepared matplotlib font cache (importing mn_wifi imports
+# pyplot; building the cache costs ~90 s under TCG at every boot).
+TOOLS_DIR = ROOT / "build" / "mininet-wifi" / "bin"
+MPL_CACHE = ROOT / "build" / "mpl-cache"
+GUEST_MPL_DIR = "/tmp/fastpay-mpl"  # writable in the guest; emulation.report uses it too
+
 IN_VM_ENV = "FASTPAY_EMU_IN_VM"
 STARTED_MARKER = "@@fastpay-vm-command-started@@"
 TIMEOUT_EXIT = 124
@@ -85,6 +93,8 @@ def find_vng() -> str:
 def _vm_path() -> str:
     # vng calls virtme-run and friends by name: the venv's bin must be on PATH.
     parts = [str(Path(sys.executable).parent)]
+    if TOOLS_DIR.is_dir():
+        parts.append(str(TOOLS_DIR))
     parts += os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(os.pathsep)
     for extra in ("/usr/local/sbin", "/usr/sbin", "/sbin"):
         if extra not in parts:
@@ -94,7 +104,13 @@ def _vm_path() -> str:
 
 def _write_script(scratch: Path, argv: list[str], cwd: str, env: Mapping[str, str],
                   marker: bool = True) -> Path:
-    lines = ["#!/bin/sh", f"cd {shlex.quote(cwd)} || exit 125"]
+    lines = ["#!/bin/sh", f"cd {shlex.quote(cwd)} || exit 125",
+             # Mininet-WiFi finds its radios in debugfs (/sys/kernel/debug/ieee80211).
+             "mountpoint -q /sys/kernel/debug || "
+             "mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null"]
+    if MPL_CACHE.is_dir():  # the host's copy is read-only in the guest: matplotlib
+        lines.append(f"mkdir -p {GUEST_MPL_DIR} && "  # wants a writable one
+                     f"cp -r {shlex.quote(str(MPL_CACHE))}/. {GUEST_MPL_DIR}/")
     for key, value in env.items():
         lines.append(f"export {key}={shlex.quote(value)}")
     if marker:  # ends the boot-progress display; a terminal session has none
@@ -191,6 +207,7 @@ def run_in_vm(
     cwd = str(cwd or os.getcwd())
     scratch = Path(tempfile.mkdtemp(prefix="fastpay-vm-"))
     guest_env = {"PATH": _vm_path(), IN_VM_ENV: "1", "HOME": "/root",
+                 "MPLCONFIGDIR": GUEST_MPL_DIR, "MPLBACKEND": "Agg",
                  "PYTHONUNBUFFERED": "1", "TERM": os.environ.get("TERM", "dumb")}
     guest_env.update(env or {})
     script = _write_script(scratch, argv, cwd, guest_env, marker=not interactive)

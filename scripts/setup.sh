@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything this project needs on a fresh Debian machine, idempotently:
 # the Debian packages for the emulation VM and the live radio tests, then a venv
-# with the project and its test tools. Run as root (CI does); re-running is cheap.
+# with the project and its test tools, then Mininet-WiFi (the `mininet` backend) from
+# ../shared/third_party. Run as root (CI does); re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,12 @@ DEBS=(
   systemd            # systemd-analyze verify/security for the unit tests
   libxml2-utils      # xmllint, to validate the D-Bus policy
   logrotate          # the shipped logrotate rule is exercised by a test
+  # Mininet-WiFi backend: build wmediumd, hwsim_mgmt and mnexec (below), run them in the VM
+  gcc make pkg-config patch
+  libnl-3-dev libnl-genl-3-dev libnl-route-3-dev libconfig-dev libevent-dev
+  libnl-3-200 libnl-genl-3-200 libconfig9 libevent-2.1-7
+  rfkill             # mn_wifi unblocks every radio it creates with it
+  psmisc procps      # fuser, pgrep/pkill: mn_wifi's teardown inside the VM
 )
 
 missing=()
@@ -44,4 +51,5 @@ fi
 echo "setup: installing the project and its test tools into .venv"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+bash scripts/setup-mininet.sh
 echo "setup: done. Tests: .venv/bin/python -m pytest"

@@ -18,7 +18,7 @@ from emulation.cli import EmulationCLI
 
 
 def _layer(tmp_path: Path, scen: scenario.Scenario) -> fastpay.FastPayLayer:
-    net = SimpleNamespace(station=lambda n: SimpleNamespace(spec=scen.station(n)))
+    net = SimpleNamespace(station=lambda n: SimpleNamespace(spec=scen.station(n), iface="wlan0"))
     return fastpay.FastPayLayer(net, scen, work=tmp_path / "fp")
 
 

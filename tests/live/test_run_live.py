@@ -52,7 +52,10 @@ def _run(tmp_path: Path, last: str) -> tuple[int, dict, str]:
     scen.write_text(SCENARIO.replace("{last}", last))
     report = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "emulation.run", "--batch", "--report", str(report), str(scen)],
+        # hwsim explicitly: `auto` picks Mininet-WiFi in the VM, whose import and set-up
+        # cost ~1.5 min per process (test_mininet_live.py covers that backend).
+        [sys.executable, "-m", "emulation.run", "--backend", "hwsim", "--batch", "--report",
+         str(report), str(scen)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     return result.returncode, json.loads(report.read_text()), result.stdout + result.stderr
 
