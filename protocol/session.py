@@ -402,6 +402,14 @@ class PaymentSession:
         self._sync_reached: dict[int, list[str]] = {}
         self._next_sync_id = 1
         self._now = now
+        latest = client.certificate
+        if latest is not None:  # what was already true before this session is not news
+            seq = latest.value.transfer.sequence_number
+            confirmed = client.record.confirmed_by
+            if self.committee.weight_of(confirmed) >= self.committee.quorum_threshold:
+                self._final_seq = seq
+            if confirmed >= self.committee.names:
+                self._propagated_seq = seq
         self._update(now)
 
     # --- read-only views -------------------------------------------------------------

@@ -177,3 +177,14 @@ def test_restarted_session_resumes_unfinished_work():
     assert d2.of(FullyPropagated)
     assert not any(isinstance(e, OrderSigned) for e in d2.events)
     assert not d2.of(NoQuorum)
+
+
+def test_restarted_session_does_not_announce_what_was_already_done():
+    net, alice, d = _setup()
+    t = d.session.start(BOB, 4, d.clock)
+    d.run(until=lambda d: d.session.ticket(t).settled)
+    assert d.of(FullyPropagated)
+    d2 = SessionDriver(net, PaymentSession(alice, 0.0))
+    for _ in range(5):  # the start-up sync round trips
+        d2.step()
+    assert not d2.of(Final) and not d2.of(FullyPropagated)

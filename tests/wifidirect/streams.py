@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastpayd.framing import DEFAULT_MAX_FRAME, FrameDecoder, FramingError, encode_frame
@@ -53,11 +54,16 @@ async def serve(auth: WifiDirectAuthority,
 async def session(client: WifiDirectClient, peer: AuthorityPeer, timeout: float = 90.0
                   ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """Join ``peer``'s group, connect to its GO, yield ``(reader, writer)``, then leave."""
+    t0 = time.monotonic()
     async with client.membership(peer, timeout) as member:
-        streams, _host = await client.open_tcp(member.group, peer.record.port,
-                                               member.deadline, asyncio.open_connection)
+        streams, host = await client.open_tcp(member.group, peer.record.port,
+                                              member.deadline, asyncio.open_connection)
         reader, writer = streams
         member.on_gone.append(writer.close)
+        if member.gone.is_set():
+            writer.close()
+        client.emit("session_opened", address=peer.address, host=host,
+                    elapsed=time.monotonic() - t0)
         try:
             yield reader, writer
         finally:
