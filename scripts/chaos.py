@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fastpayd.control import control_request  # noqa: E402
-from fastpayd.testnet import generate_testnet  # noqa: E402
+from fastpayd.testnet import free_base_port, generate_testnet  # noqa: E402
 
 AUTHORITIES = 4
 START_TIMEOUT = 30.0
@@ -187,7 +187,7 @@ class Chaos:
     # -- set-up ------------------------------------------------------------------------
 
     def generate(self) -> None:
-        base = _free_base_port(max(AUTHORITIES, self.args.clients))
+        base = free_base_port(AUTHORITIES, self.args.clients)
         seed = self.args.seed.to_bytes(8, "big")
         generate_testnet(self.root, authorities=AUTHORITIES, clients=self.args.clients,
                          balance=self.args.balance, base_port=base, seed=seed)
@@ -478,26 +478,6 @@ class Chaos:
                 n.kill()
         self.report()
         return 1 if self.violations else 0
-
-
-def _free_base_port(count: int) -> int:
-    """A base port such that base..base+count-1 and base+100.. are free on 127.0.0.1."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        socks = []
-        try:
-            for port in [*range(base, base + count), *range(base + 100, base + 100 + count)]:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free port range on 127.0.0.1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastpayd import testnet
 from fastpayd.config import load_committee_file
 from fastpayd.control import control_request
 from fastpayd.testnet import generate_testnet
@@ -30,23 +30,7 @@ START_TIMEOUT = 30.0
 
 def free_base_port(count: int) -> int:
     """A base port such that base .. base+count-1 and base+100.. are free right now."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        ports = [base + i for i in range(count)] + [base + 100 + i for i in range(count)]
-        try:
-            socks = []
-            for port in ports:
-                s = socket.socket()
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free port range")
+    return testnet.free_base_port(count, count)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
