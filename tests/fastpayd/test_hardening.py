@@ -268,6 +268,12 @@ async def test_peer_that_never_reads_is_dropped(make_testnet, settings, reason) 
     writer.write(_frame(encode(_order(net, 1))))
     assert isinstance(await _read_frame(reader), SignedTransferOrder)
     writer.close()
+    # The daemon must have let go of that slot before the four flooders take all four: on
+    # a loaded machine the fourth could otherwise be refused (TooManyConnections), never
+    # count as dropped, and the wait below would run out (seen once in CI).
+    async with asyncio.timeout(30):
+        while (await daemon.control("status"))["link"]["inbound_connections"]:
+            await asyncio.sleep(0.05)
     payload = _info_request(net) * 40_000
     stop = threading.Event()
     threads = [threading.Thread(target=_flood_without_reading,
