@@ -15,7 +15,10 @@ saturation, as the reference saturates credits.
 :class:`ClientRecord` is a client's durable knowledge about its own account:
 balance, next sequence number, the order it signed and is collecting votes
 for, the votes so far, its latest certificate and which authorities have
-confirmed it, and the logs of sent and received certificates.
+confirmed it, the logs of sent and received certificates, and where each received
+certificate came from (``received_from``, aligned with ``received_log``: ``direct``,
+``authority:<name>``, ``self``; ``unknown`` for payments recorded before provenance was --
+a record written then has eight fields and is read with ``unknown`` for each).
 
 ``to_bytes``/``from_bytes`` give each record a compact msgpack form (nested
 messages as their wire bodies) so a store can keep it as one blob.  An
@@ -48,12 +51,12 @@ def saturate(balance: int) -> int:
     return max(I64_MIN, min(I64_MAX, balance))
 
 
-def _unpack_list(data: bytes, n: int) -> list[Any]:
+def _unpack_list(data: bytes, n: int | tuple[int, ...]) -> list[Any]:
     try:
         fields = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:
         raise InvalidMessage(f"corrupt record: {type(exc).__name__}") from None
-    if not isinstance(fields, list) or len(fields) != n:
+    if not isinstance(fields, list) or len(fields) not in (n if isinstance(n, tuple) else (n,)):
         raise InvalidMessage("corrupt record: wrong shape")
     return fields
 
@@ -156,6 +159,11 @@ class ClientRecord:
     confirmed_by: frozenset[str] = field(default_factory=frozenset)
     sent_log: tuple[CertifiedTransferOrder, ...] = ()
     received_log: tuple[CertifiedTransferOrder, ...] = ()
+    received_from: tuple[str, ...] = ()  # where each received_log entry came from
+
+    def __post_init__(self) -> None:
+        if len(self.received_from) != len(self.received_log):
+            raise ValueError("received_from must have one entry per received certificate")
 
     def to_bytes(self) -> bytes:
         """Return the record's msgpack blob."""
@@ -169,6 +177,7 @@ class ClientRecord:
                 sorted(self.confirmed_by),
                 [message_body(c) for c in self.sent_log],
                 [message_body(c) for c in self.received_log],
+                list(self.received_from),
             ],
             use_bin_type=True,
         )
@@ -176,13 +185,23 @@ class ClientRecord:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ClientRecord:
-        """Parse a blob made by :meth:`to_bytes`; raises InvalidMessage if corrupt."""
-        f = _unpack_list(data, 8)
+        """Parse a blob made by :meth:`to_bytes` (or by a version without provenance:
+        eight fields, each received certificate's source ``unknown``); raises
+        InvalidMessage if corrupt."""
+        f = _unpack_list(data, (8, 9))
         _ints(f[0], f[1])
         if not isinstance(f[3], list) or not isinstance(f[5], list):
             raise InvalidMessage("corrupt record: expected an array")
         if not all(isinstance(n, str) for n in f[5]):
             raise InvalidMessage("corrupt record: authority names are strings")
+        received = _certs(f[7])
+        if len(f) == 8:
+            sources: tuple[str, ...] = ("unknown",) * len(received)
+        elif (not isinstance(f[8], list) or len(f[8]) != len(received)
+              or not all(isinstance(x, str) for x in f[8])):
+            raise InvalidMessage("corrupt record: one source string per received certificate")
+        else:
+            sources = tuple(f[8])
         return cls(
             balance=f[0],
             next_sequence_number=f[1],
@@ -191,5 +210,6 @@ class ClientRecord:
             certificate=None if f[4] is None else parse_body(CertifiedTransferOrder, f[4]),
             confirmed_by=frozenset(f[5]),
             sent_log=_certs(f[6]),
-            received_log=_certs(f[7]),
+            received_log=received,
+            received_from=sources,
         )

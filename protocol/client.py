@@ -17,7 +17,11 @@ A client owns one account (its key pair) and moves through a simple cycle::
 * The certificate must then reach the authorities
   (:meth:`authorities_needing_confirmation` / :meth:`confirmation_delivered`)
   and the recipient, who checks it *alone* against the committee
-  (:meth:`receive_certificate`; each (sender, sequence number) is credited once).
+  (:meth:`receive_certificate`; each (sender, sequence number) is credited once) and
+  records where it came from: :data:`SOURCE_DIRECT` (a ConfirmationOrder handed over by
+  the payer or anybody) or ``authority:<name>`` (:func:`source_authority`: found in that
+  authority's received log).  A payment seen a second time, either way, keeps the source
+  it was first credited from.
 * Recovery (:meth:`handle_account_info_response`): a client that lost its
   pending order or certificate (e.g. its store was restored from an old
   copy) learns them back from authorities -- a pending vote carries the order
@@ -61,6 +65,31 @@ from protocol.messages import (
     TransferOrder,
 )
 from protocol.storage import ClientStore
+
+SOURCE_DIRECT = "direct"
+"""Provenance of a certificate handed to us directly (by the payer or any client)."""
+SOURCE_SELF = "self"
+"""Provenance of a payment to ourselves (credited when its certificate formed)."""
+SOURCE_UNKNOWN = "unknown"
+"""Provenance of a payment recorded before provenance was kept."""
+_AUTHORITY_PREFIX = "authority:"
+
+
+def source_authority(name: str) -> str:
+    """Provenance of a certificate found in authority ``name``'s received log."""
+    return _AUTHORITY_PREFIX + name
+
+
+def channel_of(source: str) -> str:
+    """The channel of a provenance: ``direct``, ``authority``, ``self`` or ``unknown``."""
+    if source.startswith(_AUTHORITY_PREFIX):
+        return "authority"
+    return source
+
+
+def authority_of(source: str) -> str | None:
+    """The authority named by an ``authority:<name>`` provenance, else None."""
+    return source[len(_AUTHORITY_PREFIX):] if source.startswith(_AUTHORITY_PREFIX) else None
 
 
 class ClientState:
@@ -248,6 +277,8 @@ class ClientState:
                 sent_log=(*rec.sent_log, certificate),
                 received_log=(*rec.received_log, certificate) if to_self
                 else rec.received_log,
+                received_from=(*rec.received_from, SOURCE_SELF) if to_self
+                else rec.received_from,
             )
         )
         if to_self:
@@ -262,13 +293,16 @@ class ClientState:
             return
         self._commit(replace(rec, confirmed_by=rec.confirmed_by | {authority}))
 
-    def receive_certificate(self, cert: CertifiedTransferOrder) -> int:
+    def receive_certificate(
+        self, cert: CertifiedTransferOrder, source: str = SOURCE_DIRECT
+    ) -> int:
         """Accept a payment to us after verifying its certificate alone.
 
-        Returns the amount credited, 0 if this (sender, sequence number) was
-        already credited.  Raises WrongRecipient, the certificate's error
-        (CertificateAuthorityReuse, UnknownSigner, CertificateRequiresQuorum,
-        InvalidSignature) -- checked before anything else, so a forged copy of a
+        ``source`` is recorded as where it came from (:data:`SOURCE_DIRECT`, or
+        :func:`source_authority`).  Returns the amount credited, 0 if this (sender,
+        sequence number) was already credited (its first source stays).  Raises
+        WrongRecipient, the certificate's error (CertificateAuthorityReuse, UnknownSigner,
+        CertificateRequiresQuorum, InvalidSignature) -- checked before anything else, so a forged copy of a
         payment already credited is refused, not acknowledged -- or BalanceOverflow
         when the credit would take the balance past 2**63-1 (nothing is credited).
         """
@@ -288,6 +322,7 @@ class ClientState:
                 rec,
                 balance=rec.balance + transfer.amount,
                 received_log=(*rec.received_log, cert),
+                received_from=(*rec.received_from, source),
             )
         )
         self._received.add(transfer.key)
@@ -309,7 +344,7 @@ class ClientState:
             return None
         for cert in response.requested_received_transfers:
             try:
-                self.receive_certificate(cert)
+                self.receive_certificate(cert, source_authority(authority))
             except FastPayError:
                 continue
         self._recover_certificate(authority, response.requested_certificate)

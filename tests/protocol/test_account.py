@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 from protocol_helpers import Network
 
@@ -33,3 +34,32 @@ def test_account_state_from_corrupt_bytes(blob: bytes):
         AccountState.from_bytes(blob)
     with pytest.raises(InvalidMessage):
         ClientRecord.from_bytes(blob)
+
+
+def test_client_record_written_before_provenance_reads_with_unknown_sources():
+    # The eight-field blob an older daemon stored: its received payments read back with
+    # source "unknown", and the record is written back in the current (nine-field) form.
+    net = Network()
+    alice = net.client("alice", 100)
+    bob = net.client("bob")
+    cert = net.pay(alice, bob.address, 10)
+    bob.receive_certificate(cert)
+    current = msgpack.unpackb(bob.record.to_bytes(), raw=False)
+    assert len(current) == 9 and current[8] == ["direct"]
+    old_blob = msgpack.packb(current[:8], use_bin_type=True)
+    old = ClientRecord.from_bytes(old_blob)
+    assert old.received_log == (cert,) and old.received_from == ("unknown",)
+    assert old.balance == 10
+    assert ClientRecord.from_bytes(old.to_bytes()) == old
+
+
+def test_client_record_with_sources_not_matching_its_log_is_corrupt():
+    net = Network()
+    alice = net.client("alice", 100)
+    bob = net.client("bob")
+    bob.receive_certificate(net.pay(alice, bob.address, 10))
+    fields = msgpack.unpackb(bob.record.to_bytes(), raw=False)
+    for bad in ([], ["direct", "direct"], [7], None):
+        blob = msgpack.packb([*fields[:8], bad], use_bin_type=True)
+        with pytest.raises(InvalidMessage):
+            ClientRecord.from_bytes(blob)

@@ -213,6 +213,29 @@ def test_receive_certificate_survives_restart(net: Network, alice: ClientState, 
     assert restarted.receive_certificate(cert) == 0
 
 
+def test_receive_certificate_keeps_the_first_source(
+    net: Network, alice: ClientState, bob: ClientState
+):
+    # Handed over first, then found at an authority: credited once, still "direct";
+    # found at an authority first, then handed over: still "authority:auth1".
+    first = net.pay(alice, bob.address, 25)
+    second = net.pay(alice, bob.address, 5)
+    assert bob.receive_certificate(first) == 25
+    info = net.authorities["auth1"].handle_account_info_request(bob.account_info_request(None, 0))
+    bob.handle_account_info_response("auth1", info)
+    assert bob.receive_certificate(second) == 0
+    assert bob.balance == 30
+    assert bob.record.received_log == (first, second)
+    assert bob.record.received_from == ("direct", "authority:auth1")
+    restarted = ClientState(bob.keypair, net.committee, bob.store)
+    assert restarted.record.received_from == ("direct", "authority:auth1")
+
+
+def test_payment_to_self_is_recorded_as_self(net: Network, alice: ClientState):
+    net.pay(alice, alice.address, 10)
+    assert alice.record.received_from == ("self",) and alice.balance == 100
+
+
 # --- handle_account_info_response (recovery) -----------------------------------------
 
 
