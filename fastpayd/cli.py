@@ -165,6 +165,11 @@ class Cli:
                      f"{pending['recipient']}") if pending else ""
             print(f"{acct['account']}: {acct['balance']} "
                   f"(next seq {acct['next_sequence_number']}{extra})")
+            received = acct.get("received")
+            if received:  # a client: where the payments it was credited came from
+                parts = [f"{k} {v['payments']} ({v['amount']})" for k, v in received.items()
+                         if v["payments"] or k in ("direct", "authority")]
+                print("  received: " + ", ".join(parts))
 
     @_args((("recipient",), {"help": "client name, fp1... address, or 64 hex digits "
                                      "(hex of no known account needs --force)"}),
@@ -236,8 +241,10 @@ class Cli:
         if not a["history"]:
             print("no transfers")
         for row in a["history"]:
+            received = row["direction"] == "received" and "source" in row
+            via = f"  [{row['source']}]" if received else ""
             print(f"{row['direction']:8} #{row['sequence_number']:<4} {row['amount']:>10}  "
-                  f"{row['sender']} -> {row['recipient']}")
+                  f"{row['sender']} -> {row['recipient']}{via}")
 
     async def do_peers(self, args: argparse.Namespace) -> None:
         """List the peers the node knows and their link state."""

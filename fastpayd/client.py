@@ -11,7 +11,11 @@ executes, in the shape of aioquic's ``asyncio/protocol.py``:
   (a signed order is on disk before it leaves; so is every vote and certificate), then
   performs the actions pulled out (one request in flight per authority; ``Release`` →
   ``link.release``; ``DeliverToPayee`` → the recipient's daemon when the link has its
-  address) and turns the session's events into node events and progress lines.
+  address, reporting back whether a failure is worth a retry; ``RelayConfirmation`` → a
+  received certificate to an authority) and turns the session's events into node events
+  and progress lines.  When the link says its peers changed (``on_change``), the session
+  hears it (``peers_changed``, with the clients the link reaches if it can tell), so a
+  hand-off that failed is tried again at once.
 * The same pump serves every link: IP (all authorities, in parallel) and WiFi Direct (the
   authorities in range, one group at a time, ``max_parallel = 1``).
 * It runs for the daemon's whole life, so an unfinished transfer is resumed at start-up
@@ -20,8 +24,10 @@ executes, in the shape of aioquic's ``asyncio/protocol.py``:
 
 Control commands: ``transfer`` (waits for the outcome on IP links; on mobile links it
 returns once the order is signed unless ``wait``), ``progress``, ``sync``, ``balance``,
-``history``.  Inbound, the link's handler accepts ConfirmationOrders paying us: the
-certificate is verified alone against the committee, the credit committed, then acked.
+``history``.  Inbound, the link's handler accepts ConfirmationOrders paying us (from the
+payer or anybody): the session verifies the certificate alone against the committee
+(refusing it with the error's code otherwise), credits it with source ``direct``, and the
+ack leaves once that is durable; the session then relays it to the authorities.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from protocol import (
     FastPayError,
 )
 from protocol import session as ps
+from protocol.client import SOURCE_DIRECT, channel_of
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +70,20 @@ class SessionPump:
         self._task: asyncio.Task[None] | None = None
         self.watchers: list[Progress] = []
         self.syncs_done: dict[int, tuple[str, ...]] = {}
-        self.link.on_change(self._wake.set)
+        self._peers_changed = False
+        self.link.on_change(self._on_link_change)
+
+    def _on_link_change(self) -> None:
+        self._peers_changed = True
+        self._wake.set()
+
+    def _reachable_payees(self) -> list[bytes] | None:
+        names = self.link.reachable_clients()
+        if names is None:
+            return None
+        cf = self.node.committee_file
+        entries = (cf.client_by_name(n) for n in names)
+        return [e.address for e in entries if e is not None]
 
     @property
     def loop_time(self) -> float:
@@ -91,6 +111,9 @@ class SessionPump:
                 self._wake.clear()
                 now = self.loop_time
                 self.session.reachable(self.link.reachable_authorities(), now)
+                if self._peers_changed:
+                    self._peers_changed = False
+                    self.session.peers_changed(now, self._reachable_payees())
                 timer = self.session.get_timer()
                 if timer is not None and timer <= now:
                     self.session.handle_timer(now)
@@ -139,7 +162,7 @@ class SessionPump:
             message: Any = action.order
             self.node.events.emit("order_sent", authority=name,
                                   sequence_number=action.order.transfer.sequence_number)
-        elif isinstance(action, ps.SendConfirmation):
+        elif isinstance(action, ps.SendConfirmation | ps.RelayConfirmation):
             message = action.confirmation
         else:
             message = action.request
@@ -203,21 +226,29 @@ class ClientNode(Node):
         cert = message.certificate
         transfer = cert.value.transfer
         try:
-            amount = self.state.receive_certificate(cert)
+            if self.pump is not None:  # the session credits it, reports it, relays it
+                amount = self.session.receive(cert, peer, asyncio.get_running_loop().time())
+                self.pump.wake()
+            else:  # before the session starts (the link serves first): credit it here
+                amount = self.state.receive_certificate(cert, SOURCE_DIRECT)
+                if amount:
+                    self._credited(transfer.sender, transfer.sequence_number, amount,
+                                   "direct", peer)
         except FastPayError as exc:
             self.events.emit("payment_refused", peer=peer, code=exc.wire_code,
-                             sender=self.account_label(transfer.sender))
+                             message=exc.message, sender=self.account_label(transfer.sender),
+                             sequence_number=transfer.sequence_number)
             return exc.to_message(), None if db.is_durable else db.gate()
-        if amount:
-            self._credited(transfer.sender, transfer.sequence_number, amount, peer)
         ack = ConfirmationAck(sender=transfer.sender, sequence_number=transfer.sequence_number,
                               applied=amount > 0)
         return ack, None if db.is_durable else db.gate()
 
-    def _credited(self, sender: bytes, seq: int, amount: int, source: str) -> None:
+    def _credited(self, sender: bytes, seq: int, amount: int, channel: str,
+                  peer: str) -> None:
         self.payments_received += 1
-        self.events.emit("payment_received", peer=source, sender=self.account_label(sender),
-                         sequence_number=seq, amount=amount, balance=self.state.balance)
+        self.events.emit("payment_received", channel=channel, peer=peer,
+                         sender=self.account_label(sender), sequence_number=seq,
+                         amount=amount, balance=self.state.balance)
 
     # -- the session's events ---------------------------------------------------------------
 
@@ -276,7 +307,15 @@ class ClientNode(Node):
                  retry_in=round(event.retry_in, 3))
         elif isinstance(event, ps.PaymentReceived):
             self._credited(event.sender, event.sequence_number, event.amount,
-                           event.authority)
+                           event.channel, event.peer)
+        elif isinstance(event, ps.RelayDelivered):
+            emit("certificate_relayed", authority=event.authority,
+                 sender=self.account_label(event.sender),
+                 sequence_number=event.sequence_number, applied=event.applied)
+        elif isinstance(event, ps.RelayRefused):
+            emit("certificate_relay_refused", authority=event.authority,
+                 sender=self.account_label(event.sender),
+                 sequence_number=event.sequence_number, code=event.error.wire_code)
         elif isinstance(event, ps.SyncDone):
             assert self.pump is not None
             self.pump.syncs_done[event.sync_id] = event.reached
@@ -301,22 +340,24 @@ class ClientNode(Node):
         return self.link is not None and self.link.max_parallel is not None
 
     async def deliver_to_payee(self, cert: Any) -> None:
-        """Hand a new certificate to its recipient's daemon if the link has its address;
-        tell the session how it went."""
+        """Hand a certificate to its recipient's daemon if the link has its address; tell
+        the session how it went (an unreachable payee is retried by the session)."""
         seq = cert.value.transfer.sequence_number
-        outcome = await self._deliver(cert)
+        outcome, retry = await self._deliver(cert)
         if self.pump is not None:
-            self.session.payee_answered(seq, outcome, asyncio.get_running_loop().time())
+            self.session.payee_answered(seq, outcome, asyncio.get_running_loop().time(),
+                                        retry=retry)
             self.pump.wake()
 
-    async def _deliver(self, cert: Any) -> str:
+    async def _deliver(self, cert: Any) -> tuple[str, bool]:
+        """(outcome for people, whether a later attempt may succeed)."""
         recipient = self.committee_file.client_by_address(cert.value.transfer.recipient)
         if recipient is None:
-            return "not attempted: no daemon known for the recipient (it syncs)"
+            return "not attempted: no daemon known for the recipient (it syncs)", False
         if recipient.name == self.name:
-            return "self"
+            return "self", False
         if recipient.endpoint is None or self.link is None or self.link_is_mobile:
-            return "not attempted: the recipient picks it up from the authorities"
+            return "not attempted: the recipient picks it up from the authorities", False
         seq = cert.value.transfer.sequence_number
         try:
             conn = await self.link.connect(recipient.name)
@@ -324,18 +365,19 @@ class ClientNode(Node):
                                           self.config.link.request_timeout)
         except LinkError as exc:
             self.events.emit("certificate_delivery_failed", recipient=recipient.name,
-                             reason=str(exc))
-            return f"unreachable: {exc}"
+                             sequence_number=seq, reason=str(exc))
+            return f"unreachable: {exc}", True
         if isinstance(response, ConfirmationAck):
             self.events.emit("certificate_delivered", recipient=recipient.name,
                              sequence_number=seq)
             if self.pump is not None:
                 for watcher in list(self.pump.watchers):
                     watcher({"step": "certificate_delivered", "recipient": recipient.name})
-            return "delivered"
+            return "delivered", False
         code = getattr(response, "code", type(response).__name__)
-        self.events.emit("certificate_delivery_refused", recipient=recipient.name, code=code)
-        return f"refused: {code}"
+        self.events.emit("certificate_delivery_refused", recipient=recipient.name,
+                         sequence_number=seq, code=code)
+        return f"refused: {code}", False
 
     # -- views ----------------------------------------------------------------------------
 
@@ -487,7 +529,21 @@ class ClientNode(Node):
             "balance": self.state.balance,
             "next_sequence_number": self.state.next_sequence_number,
             "pending": self._pending_view(),
+            "received": self._received_view(),
         }
+
+    def _received_view(self) -> dict[str, dict[str, int]]:
+        """Payments credited, by channel: ``direct`` (handed over), ``authority`` (found
+        at an authority), ``self`` (to ourselves), ``unknown`` (recorded before
+        provenance was kept); each ``{"payments": n, "amount": sum}``."""
+        out = {c: {"payments": 0, "amount": 0} for c in ("direct", "authority", "self",
+                                                          "unknown")}
+        rec = self.state.record
+        for cert, source in zip(rec.received_log, rec.received_from, strict=True):
+            row = out.setdefault(channel_of(source), {"payments": 0, "amount": 0})
+            row["payments"] += 1
+            row["amount"] += cert.value.transfer.amount
+        return out
 
     def _pending_view(self) -> dict[str, Any] | None:
         """The signed order awaiting its certificate (same shape as an authority's)."""
@@ -499,17 +555,20 @@ class ClientNode(Node):
         }
 
     async def do_history(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        """Certificates sent and received by this client, oldest first; `account`, if
-        given, must be this client's own."""
+        """Certificates sent and received by this client, oldest first, each with its
+        `source` (received: `direct`, `authority:NAME`, `self`, `unknown`; sent: `self`);
+        `account`, if given, must be this client's own."""
         self._own_account_only(request, "history")
         await self.db.durable()
         rec = self.state.record
         rows = []
-        for direction, log_ in (("sent", rec.sent_log), ("received", rec.received_log)):
-            for cert in log_:
+        for direction, log_, sources in (
+                ("sent", rec.sent_log, ("self",) * len(rec.sent_log)),
+                ("received", rec.received_log, rec.received_from)):
+            for cert, source in zip(log_, sources, strict=True):
                 t = cert.value.transfer
                 rows.append({"direction": direction, "sequence_number": t.sequence_number,
                              "sender": self.account_label(t.sender),
                              "recipient": self.account_label(t.recipient), "amount": t.amount,
-                             "signers": [n for n, _ in cert.signatures]})
+                             "signers": [n for n, _ in cert.signatures], "source": source})
         return {"account": self.name, "history": rows}

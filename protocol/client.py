@@ -302,9 +302,9 @@ class ClientState:
         :func:`source_authority`).  Returns the amount credited, 0 if this (sender,
         sequence number) was already credited (its first source stays).  Raises
         WrongRecipient, the certificate's error (CertificateAuthorityReuse, UnknownSigner,
-        CertificateRequiresQuorum, InvalidSignature) -- checked before anything else, so a forged copy of a
-        payment already credited is refused, not acknowledged -- or BalanceOverflow
-        when the credit would take the balance past 2**63-1 (nothing is credited).
+        CertificateRequiresQuorum, InvalidSignature) -- checked before anything else, so
+        a forged copy of a payment already credited is refused, not acknowledged -- or
+        BalanceOverflow when the credit would take the balance past 2**63-1 (nothing is credited).
         """
         transfer = cert.value.transfer
         if transfer.recipient != self.address:

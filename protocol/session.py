@@ -9,10 +9,13 @@ Inputs:
   authorities the link can reach now, in the order worth trying), :meth:`~PaymentSession.
   response` / :meth:`~PaymentSession.failed` (the outcome of an action),
   :meth:`~PaymentSession.sync` (ask for payments received), :meth:`~PaymentSession.
-  handle_timer`.
+  receive` (a certificate handed to us directly), :meth:`~PaymentSession.payee_answered`
+  (how a hand-off went), :meth:`~PaymentSession.peers_changed` (the link's view of its
+  peers changed), :meth:`~PaymentSession.handle_timer`.
 Outputs:
   :meth:`~PaymentSession.actions` -- :class:`SendOrder`, :class:`SendConfirmation`,
-  :class:`RequestInfo`, :class:`Release`, :class:`DeliverToPayee`; :meth:`~PaymentSession.
+  :class:`RelayConfirmation`, :class:`RequestInfo`, :class:`Release`,
+  :class:`DeliverToPayee`; :meth:`~PaymentSession.
   next_event` -- what happened (votes, refusals, :class:`CertificateFormed`,
   :class:`Final`, :class:`FullyPropagated`, :class:`NoQuorum`, :class:`Stalled`,
   :class:`PaymentReceived`, ...); :meth:`~PaymentSession.get_timer`;
@@ -45,7 +48,26 @@ The rules are the reference client's (``fastpay_core/src/client.rs``):
 * **Payments received** are found by certificate identity: every authority's received
   log only grows, so the session keeps a cursor per authority and ingests what lies past
   it (each (sender, sequence number) is credited once, after verifying the certificate
-  alone); it asks at start-up, every ``sync_interval`` seconds and on :meth:`sync`.
+  alone); it asks at start-up, every ``sync_interval`` seconds and on :meth:`sync`.  A
+  certificate handed to us directly (:meth:`receive`) is verified the same way; either way
+  the first source is recorded (``direct`` / ``authority:<name>``) and kept.
+* **Hand-off to the payee.**  Each new certificate of ours yields a
+  :class:`DeliverToPayee`.  When the daemon reports it failed for a reason that may pass
+  (``payee_answered(..., retry=True)``: the payee was unreachable), the session asks
+  again after a back-off (``retry_after`` doubling up to ``max_retry_after``), and at once
+  when the link says its peers changed (:meth:`peers_changed`, for that payee or for
+  anybody), until the payee acknowledges it or refuses it.  Pending hand-offs live in
+  memory only: a restarted daemon does not retry them (the payee still finds the payment
+  at the authorities, which the payer keeps confirming at).
+* **The payee relays.**  An authority needs the sender's certificate to credit us, so
+  every certificate we received is delivered (:class:`RelayConfirmation`) to each
+  authority that has not acknowledged it yet, before our own order goes to that
+  authority: one cursor per authority over our received log.  An authority is taken to
+  have a certificate when it acknowledges it, when it served it to us in its received
+  log, or when we found it there in the first place; a refusal (e.g. it lacks the
+  sender's earlier certificates) skips that certificate for that authority for this
+  session.  Cursors live in memory: after a restart the first sync tells the session
+  what each authority has, and the rest is relayed again (idempotent).
 
 Mobile links reach few authorities at a time (``max_parallel``: WiFi Direct is in one
 group at a time): the session keeps working with the authority it holds ("active") while
@@ -62,10 +84,16 @@ durable before it executes the actions pulled after an input.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from protocol.client import ClientState
+from protocol.client import (
+    SOURCE_DIRECT,
+    SOURCE_SELF,
+    ClientState,
+    channel_of,
+    source_authority,
+)
 from protocol.errors import (
     FastPayError,
     MissingEarlierConfirmations,
@@ -132,14 +160,29 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayConfirmation:
+    """Emitted when ``authority`` should settle a certificate paying us (a relay)."""
+
+    authority: str
+    confirmation: ConfirmationOrder
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        """(sender, sequence number) of the relayed certificate."""
+        t = self.confirmation.certificate.value.transfer
+        return t.sender, t.sequence_number
+
+
+@dataclass(frozen=True, slots=True)
 class DeliverToPayee:
-    """Emitted once per new certificate: hand it to the recipient if it can be reached."""
+    """Emitted for each new certificate, and again after a hand-off that may succeed
+    later failed: hand it to the recipient if it can be reached."""
 
     certificate: CertifiedTransferOrder
 
 
-Action = SendOrder | SendConfirmation | RequestInfo | Release | DeliverToPayee
-ToAuthority = SendOrder | SendConfirmation | RequestInfo
+Action = SendOrder | SendConfirmation | RelayConfirmation | RequestInfo | Release | DeliverToPayee
+ToAuthority = SendOrder | SendConfirmation | RelayConfirmation | RequestInfo
 
 
 # --- events: what happened ----------------------------------------------------------------
@@ -274,7 +317,28 @@ class PaymentReceived:
     sender: bytes
     sequence_number: int
     amount: int
-    authority: str  # who told us
+    channel: str  # "direct" (handed over) or "authority" (found in its received log)
+    peer: str  # who told us: the authority's name, or the connection it came over
+
+
+@dataclass(frozen=True, slots=True)
+class RelayDelivered:
+    """Emitted when an authority acknowledges a certificate paying us that we relayed."""
+
+    authority: str
+    sender: bytes
+    sequence_number: int
+    applied: bool  # False: it had it already
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRefused:
+    """Emitted when an authority refuses a certificate paying us that we relayed."""
+
+    authority: str
+    sender: bytes
+    sequence_number: int
+    error: FastPayError
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +351,8 @@ class SyncDone:
 
 Event = (OrderSigned | TransferQueued | TransferRejected | VoteReceived | VoteRefused
          | CertificateFormed | ConfirmationDelivered | ConfirmationRefused | Final
-         | FullyPropagated | NoQuorum | Stalled | RequestFailed | PaymentReceived | SyncDone)
+         | FullyPropagated | NoQuorum | Stalled | RequestFailed | PaymentReceived | SyncDone
+         | RelayDelivered | RelayRefused)
 
 
 # --- where a ticket stands -------------------------------------------------------------
@@ -351,6 +416,18 @@ class _Authority:
     sync_due: bool = False  # periodic: ask for payments received when convenient
     sync_asked: set[int] = field(default_factory=set)  # explicit syncs waiting on it
     received_cursor: int = 0
+    relay_cursor: int = 0  # our received log before this index: it has them (or refused)
+    has: set[tuple[bytes, int]] = field(default_factory=set)  # certificates it served us
+
+
+@dataclass
+class _Handoff:
+    """A certificate of ours still to be handed to its payee."""
+
+    certificate: CertifiedTransferOrder
+    in_flight: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
 
 
 class PaymentSession:
@@ -394,6 +471,7 @@ class PaymentSession:
         self._stopped_seq: int | None = None  # vote collection ended early for this seq
         self._no_quorum_seq: int | None = None  # NoQuorum reported for this seq
         self._delivery: dict[int, str | None] = {}
+        self._handoffs: dict[int, _Handoff] = {}  # sequence number → hand-off not done yet
         self._final_seq: int | None = None
         self._propagated_seq: int | None = None
         self._stalled = False
@@ -545,6 +623,8 @@ class PaymentSession:
             self._on_vote_answer(a, sent, message)
         elif isinstance(sent, SendConfirmation):
             self._on_confirmation_answer(a, sent, message)
+        elif isinstance(sent, RelayConfirmation):
+            self._on_relay_answer(a, sent, message)
         else:
             self._on_info_answer(a, sent, message)
         self._update(now)
@@ -588,11 +668,53 @@ class PaymentSession:
         if seq is not None:
             self.reported_sequence_number = max(self.reported_sequence_number, seq)
 
-    def payee_answered(self, sequence_number: int, outcome: str, now: float) -> None:
+    def payee_answered(self, sequence_number: int, outcome: str, now: float, *,
+                       retry: bool = False) -> None:
         """How the :class:`DeliverToPayee` for ``sequence_number`` went (for people:
-        ``delivered``, ``unreachable: ...``, ``not attempted: ...``)."""
+        ``delivered``, ``unreachable: ...``, ``not attempted: ...``).
+
+        ``retry``: it failed for a reason that may pass (the payee was unreachable); the
+        session hands it over again later.  Otherwise the hand-off is over."""
         self._delivery[sequence_number] = outcome
+        h = self._handoffs.get(sequence_number)
+        if h is not None:
+            h.in_flight = False
+            if retry:
+                h.failures += 1
+                h.retry_at = now + min(self.max_retry_after,
+                                       self.retry_after * 2 ** (h.failures - 1))
+            else:
+                del self._handoffs[sequence_number]
         self._update(now)
+
+    def peers_changed(self, now: float, payees: Collection[bytes] | None = None) -> None:
+        """The link's view of its peers changed: hand-offs waiting for a retry are due at
+        once -- those to ``payees`` (addresses the link reaches now), or all of them when
+        the link cannot tell (None)."""
+        for h in self._handoffs.values():
+            if not h.in_flight and (payees is None
+                                    or h.certificate.value.transfer.recipient in payees):
+                h.retry_at = min(h.retry_at, now)
+        self._update(now)
+
+    def receive(self, certificate: CertifiedTransferOrder, peer: str, now: float) -> int:
+        """A certificate paying us, handed over directly by ``peer``: verify it alone,
+        credit it (source ``direct``) and relay it to the authorities.
+
+        Returns the amount credited (0: already credited, by whatever channel); raises
+        the FastPayError that refuses it (nothing is credited)."""
+        amount = self.client.receive_certificate(certificate, SOURCE_DIRECT)
+        if amount:
+            t = certificate.value.transfer
+            self._events.append(PaymentReceived(t.sender, t.sequence_number, amount,
+                                                channel_of(SOURCE_DIRECT), peer))
+        self._update(now)
+        return amount
+
+    @property
+    def pending_handoffs(self) -> list[int]:
+        """Sequence numbers of our certificates not handed to their payee yet."""
+        return sorted(self._handoffs)
 
     def handle_timer(self, now: float) -> None:
         """Call when :meth:`get_timer`'s time has come."""
@@ -613,6 +735,7 @@ class PaymentSession:
         """When :meth:`handle_timer` should next be called (None: no timer needed)."""
         times = [a.retry_at for a in self._auth.values()
                  if a.retry_at > self._now and a.in_flight is None and self._wants(a)]
+        times += [h.retry_at for h in self._handoffs.values() if not h.in_flight]
         if self.sync_interval is not None:
             times.append(self._next_sync)
         return min(times) if times else None
@@ -670,6 +793,19 @@ class PaymentSession:
         self._back_off(a)
         self._events.append(ConfirmationRefused(a.name, seq, error))
 
+    def _on_relay_answer(self, a: _Authority, sent: RelayConfirmation,
+                         message: Message) -> None:
+        sender, seq = sent.key
+        log = self.client.record.received_log
+        if a.relay_cursor < len(log) and log[a.relay_cursor].value.transfer.key == sent.key:
+            a.relay_cursor += 1
+        a.has.add(sent.key)
+        if (isinstance(message, ConfirmationAck) and message.sender == sender
+                and message.sequence_number == seq):
+            self._events.append(RelayDelivered(a.name, sender, seq, message.applied))
+        else:
+            self._events.append(RelayRefused(a.name, sender, seq, self._as_error(message)))
+
     def _on_info_answer(self, a: _Authority, sent: RequestInfo, message: Message) -> None:
         a.need_info = False
         a.follow_up = None
@@ -688,9 +824,11 @@ class PaymentSession:
         pending_before = self.client.pending_order
         follow = self.client.handle_account_info_response(a.name, message)
         a.next_seq = message.next_sequence_number
+        a.has.update(c.value.transfer.key for c in message.requested_received_transfers)
         for cert in self.client.record.received_log[received_before:]:
             t = cert.value.transfer
-            self._events.append(PaymentReceived(t.sender, t.sequence_number, t.amount, a.name))
+            self._events.append(PaymentReceived(t.sender, t.sequence_number, t.amount,
+                                                "authority", a.name))
         if asked is not None:
             a.received_cursor = asked + len(message.requested_received_transfers)
             more = len(message.requested_received_transfers) >= MAX_RECEIVED_TRANSFERS_PER_RESPONSE
@@ -789,6 +927,7 @@ class PaymentSession:
         seq = cert.value.transfer.sequence_number
         self._events.append(CertificateFormed(seq, cert))
         self._delivery[seq] = None
+        self._handoffs[seq] = _Handoff(cert, in_flight=True)
         self._actions.append(DeliverToPayee(cert))
         for a in self._auth.values():
             a.refused = None
@@ -837,10 +976,27 @@ class PaymentSession:
             if (a.name not in rec.confirmed_by and a.confirm_refused != lseq
                     and not (a.next_seq is not None and a.next_seq > lseq)):
                 return SendConfirmation(a.name, ConfirmationOrder(certificate=latest), lseq)
+        relay = self._next_relay(a)
+        if relay is not None:  # before our order: it may need this credit to vote
+            return RelayConfirmation(a.name, ConfirmationOrder(certificate=relay))
         pending = rec.pending_order
         if (pending is not None and self._stopped_seq != pending.transfer.sequence_number
                 and a.refused is None and all(v.authority != a.name for v in rec.votes)):
             return SendOrder(a.name, pending)
+        return None
+
+    def _next_relay(self, a: _Authority) -> CertifiedTransferOrder | None:
+        """The first certificate paying us that ``a`` may lack (moves its cursor past those
+        it has: ours to ourselves, found at ``a``, or served by ``a``)."""
+        rec = self.client.record
+        log, sources = rec.received_log, rec.received_from
+        mine = source_authority(a.name)
+        while a.relay_cursor < len(log):
+            cert = log[a.relay_cursor]
+            source = sources[a.relay_cursor]
+            if source not in (SOURCE_SELF, mine) and cert.value.transfer.key not in a.has:
+                return cert
+            a.relay_cursor += 1
         return None
 
     def _wants(self, a: _Authority) -> bool:
@@ -865,6 +1021,10 @@ class PaymentSession:
             if limit is not None and sum(o.active for o in self._auth.values()) >= limit:
                 break
             self._dispatch(a, now)
+        for h in self._handoffs.values():
+            if not h.in_flight and h.retry_at <= now:
+                h.in_flight = True
+                self._actions.append(DeliverToPayee(h.certificate))
         self._drop_unreachable_syncs()
         self._check_outcomes()
 

@@ -143,6 +143,11 @@ class Link(abc.ABC):
         The base (static endpoints): every authority of the directory, always."""
         return sorted(n for n, e in self.directory.items() if e.role == "authority")
 
+    def reachable_clients(self) -> list[str] | None:
+        """Clients that can be reached now (a payer's hand-off), None when the link
+        cannot tell (the base: static endpoints, reachable or not only on trying)."""
+        return None
+
     def in_range(self) -> list[dict[str, Any]] | None:
         """Authorities in radio range with signal and freshness; None on a link without range."""
         return None

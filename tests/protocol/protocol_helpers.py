@@ -140,13 +140,13 @@ def make_transfer(
 def answer(net: Network, name: str, action: object) -> object:
     """What authority ``name`` of ``net`` answers to a session's action (as the daemon would:
     a refusal becomes its Error message)."""
-    from protocol.session import RequestInfo, SendConfirmation, SendOrder
+    from protocol.session import RelayConfirmation, RequestInfo, SendConfirmation, SendOrder
 
     auth = net.authorities[name]
     try:
         if isinstance(action, SendOrder):
             return auth.handle_transfer_order(action.order)
-        if isinstance(action, SendConfirmation):
+        if isinstance(action, SendConfirmation | RelayConfirmation):
             return auth.handle_confirmation_order(action.confirmation).to_ack()
         if isinstance(action, RequestInfo):
             return auth.handle_account_info_request(action.request)
@@ -173,6 +173,8 @@ class SessionDriver:
         self.events: list[object] = []
         self.released: list[str] = []
         self.delivered: list[CertifiedTransferOrder] = []
+        self.payee_down = False  # hand-offs fail as an unreachable payee would
+        self.handoff_attempts: list[float] = []  # clock of every DeliverToPayee
         self.max_active = 0
 
     def step(self) -> bool:
@@ -187,9 +189,13 @@ class SessionDriver:
             if isinstance(act, Release):
                 self.released.append(act.authority)
             elif isinstance(act, DeliverToPayee):
-                self.delivered.append(act.certificate)
-                s.payee_answered(act.certificate.value.transfer.sequence_number, "delivered",
-                                 self.clock)
+                self.handoff_attempts.append(self.clock)
+                seq = act.certificate.value.transfer.sequence_number
+                if self.payee_down:
+                    s.payee_answered(seq, "unreachable: down", self.clock, retry=True)
+                else:
+                    self.delivered.append(act.certificate)
+                    s.payee_answered(seq, "delivered", self.clock)
         for act in in_flight:
             name = act.authority  # type: ignore[attr-defined]
             if name in self.down:
