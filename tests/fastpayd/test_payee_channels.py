@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 import test_liveness as tl
 from fastpayd_helpers import Daemon
@@ -260,3 +262,44 @@ async def test_payee_relays_a_certificate_only_one_authority_has_then_spends_it(
     await tl.settled(n, {"client1": (30, 1), "client2": (220, 0)}, timeout=DEADLINE)
     await tl.until_equal(lambda: n.client_balance("client2"), 220,
                          "client2 to be credited the payee's own payment")
+
+
+# -- an old database ------------------------------------------------------------------------
+
+
+async def test_client_database_from_before_provenance_is_read_and_kept(make_testnet: Any
+                                                                       ) -> None:
+    """A client whose SQLite record was written before sources were kept (the eight-field
+    record) starts, shows that payment as ``unknown``, credits new ones with their source,
+    and keeps both across another restart."""
+    n = await start(make_testnet, {"client0": {}, "client1": {"sync_interval": 3600.0}},
+                    start=("client1",))
+    first = tl.certify(n, order(n, "client0", "client1", 25))
+    ack = await tl.request(n, "client1", ConfirmationOrder(certificate=first))
+    assert isinstance(ack, ConfirmationAck) and ack.applied, ack
+    payee = n.d["client1"]
+    assert payee.stop() == 0
+    db = n.net.root / "state" / "client1" / "fastpay.sqlite"
+    conn = sqlite3.connect(db)
+    try:
+        (blob,) = conn.execute("SELECT value FROM meta WHERE key = ?",
+                               (b"client_record",)).fetchone()
+        fields = msgpack.unpackb(bytes(blob), raw=False)
+        assert len(fields) == 9 and fields[8] == ["direct"]
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?",
+                     (msgpack.packb(fields[:8], use_bin_type=True), b"client_record"))
+        conn.commit()
+    finally:
+        conn.close()
+
+    await asyncio.to_thread(payee.start)
+    view = await n.client_view("client1")
+    assert view["balance"] == 1025
+    assert view["received"]["unknown"] == {"payments": 1, "amount": 25}, view
+    second = tl.certify(n, order(n, "client0", "client1", 5, seq=1))
+    ack = await tl.request(n, "client1", ConfirmationOrder(certificate=second))
+    assert isinstance(ack, ConfirmationAck) and ack.applied, ack
+    await n.restart("client1")
+    rows = [r for r in await history(n, "client1") if r["direction"] == "received"]
+    assert [(r["amount"], r["source"]) for r in rows] == [(25, "unknown"), (5, "direct")]
+    assert await n.client_balance("client1") == 1030
