@@ -67,7 +67,9 @@ The rules are the reference client's (``fastpay_core/src/client.rs``):
   log, or when we found it there in the first place; a refusal (e.g. it lacks the
   sender's earlier certificates) skips that certificate for that authority for this
   session.  Cursors live in memory: after a restart the first sync tells the session
-  what each authority has, and the rest is relayed again (idempotent).
+  what each authority has, and the rest is relayed again (idempotent).  On a mobile link
+  a certificate handed to us directly justifies visiting an authority; one we found at
+  an authority only rides along with a visit made anyway.
 
 Mobile links reach few authorities at a time (``max_parallel``: WiFi Direct is in one
 group at a time): the session keeps working with the authority it holds ("active") while
@@ -977,7 +979,9 @@ class PaymentSession:
                     and not (a.next_seq is not None and a.next_seq > lseq)):
                 return SendConfirmation(a.name, ConfirmationOrder(certificate=latest), lseq)
         relay = self._next_relay(a)
-        if relay is not None:  # before our order: it may need this credit to vote
+        if relay is not None and (a.active or self._always_reachable
+                                  or self._direct_unrelayed(a)):
+            # Before our order: it may need this credit to vote.
             return RelayConfirmation(a.name, ConfirmationOrder(certificate=relay))
         pending = rec.pending_order
         if (pending is not None and self._stopped_seq != pending.transfer.sequence_number
@@ -998,6 +1002,14 @@ class PaymentSession:
                 return cert
             a.relay_cursor += 1
         return None
+
+    def _direct_unrelayed(self, a: _Authority) -> bool:
+        """True when ``a`` may lack a certificate handed to us directly (one only we may
+        hold, worth a visit on a mobile link; those found at authorities ride along)."""
+        rec = self.client.record
+        return any(rec.received_from[i] == SOURCE_DIRECT
+                   and rec.received_log[i].value.transfer.key not in a.has
+                   for i in range(a.relay_cursor, len(rec.received_log)))
 
     def _wants(self, a: _Authority) -> bool:
         return a.reachable and self._work_for(a) is not None

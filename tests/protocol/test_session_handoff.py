@@ -189,3 +189,27 @@ def test_relay_refused_by_an_authority_is_skipped_not_repeated():
     bd.session.handle_timer(bd.clock)
     bd.run()
     assert len(bd.of(RelayRefused)) == 3 and bob.balance == 20
+
+
+def test_mobile_payee_visits_authorities_for_a_direct_certificate_only():
+    # On a one-group-at-a-time link, a certificate found at auth0 is not worth joining
+    # auth1's group for; one handed over directly is.
+    net = Network()
+    alice = net.client("alice", 100)
+    bob = net.client("bob", 0)
+    synced = net.pay(alice, bob.address, 10)
+    bd = SessionDriver(net, PaymentSession(bob, 0.0, max_parallel=1, sync_interval=None))
+    bd.session.reachable(["auth0"], 0.0)
+    sid = bd.session.sync(0.0)
+    bd.run(until=lambda d: any(isinstance(e, SyncDone) and e.sync_id == sid
+                               for e in d.events))
+    assert bob.record.received_log == (synced,)
+    bd.session.reachable(["auth1"], bd.clock)
+    bd.run()
+    assert bd.of(RelayDelivered) == []  # nothing made it worth joining auth1
+    direct = _certificate_confirmed_at(net, alice, bob.address, 5, ["auth0"])
+    bd.session.receive(direct, "alice", bd.clock)
+    bd.run()
+    relayed = [(e.authority, e.sequence_number, e.applied) for e in bd.of(RelayDelivered)]
+    assert relayed == [("auth1", 0, False), ("auth1", 1, True)]
+    assert bd.max_active == 1
