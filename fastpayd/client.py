@@ -90,7 +90,8 @@ class SessionPump:
             while True:
                 self._wake.clear()
                 now = self.loop_time
-                self.session.reachable(self.link.reachable_authorities(), now)
+                self.session.reachable(self.link.reachable_authorities(), now,
+                                       self.link.groups())
                 timer = self.session.get_timer()
                 if timer is not None and timer <= now:
                     self.session.handle_timer(now)

@@ -143,6 +143,11 @@ class Link(abc.ABC):
         The base (static endpoints): every authority of the directory, always."""
         return sorted(n for n, e in self.directory.items() if e.role == "authority")
 
+    def groups(self) -> dict[str, str]:
+        """Authority → the group a visit to it enters, for those sharing one (WiFi Direct
+        group sharing); the base: none, each authority on its own."""
+        return {}
+
     def in_range(self) -> list[dict[str, Any]] | None:
         """Authorities in radio range with signal and freshness; None on a link without range."""
         return None
