@@ -107,7 +107,7 @@ FASTPAY_LINK_KEYS = frozenset({
     "listen", "max_frame", "max_connections", "max_connections_per_peer", "idle_timeout",
     "read_timeout", "write_timeout", "max_unsent", "connect_timeout", "request_timeout",
     "port", "frequency", "bus", "discovery_window", "discovery_pause", "join_timeout",
-    "linger", "stale_rounds", "fresh_for", "committee",
+    "linger", "stale_rounds", "fresh_for", "committee", "group_sharing", "choose_window",
 })
 
 # Timeline commands and the shape of their arguments (the CLI's commands, emulation/cli.py

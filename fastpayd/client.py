@@ -110,7 +110,8 @@ class SessionPump:
             while True:
                 self._wake.clear()
                 now = self.loop_time
-                self.session.reachable(self.link.reachable_authorities(), now)
+                self.session.reachable(self.link.reachable_authorities(), now,
+                                       self.link.groups())
                 if self._peers_changed:
                     self._peers_changed = False
                     self.session.peers_changed(now, self._reachable_payees())

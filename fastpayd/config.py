@@ -35,7 +35,7 @@ LINK_OPTIONS = {
     "ip": frozenset(),
     "wifidirect": frozenset({"interface", "port", "frequency", "bus", "discovery_window",
                              "discovery_pause", "join_timeout", "linger", "stale_rounds",
-                             "fresh_for", "committee"}),
+                             "fresh_for", "committee", "group_sharing", "choose_window"}),
 }
 COMMITTEE_KEYS = frozenset({"committee_id", "authorities", "clients", "genesis", "genesis_file",
                             "genesis_sha256"})

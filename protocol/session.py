@@ -86,7 +86,7 @@ durable before it executes the actions pulled after an input.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from protocol.client import (
@@ -462,6 +462,7 @@ class PaymentSession:
         self._auth = {n: _Authority(n) for n in sorted(self.committee.names)}
         self._order: list[str] = sorted(self._auth)  # reachable ones, preferred first
         self._always_reachable = max_parallel is None
+        self._groups: dict[str, str] = {}
         if self._always_reachable:
             for a in self._auth.values():
                 a.reachable = True
@@ -604,11 +605,18 @@ class PaymentSession:
         self._update(now)
         return ticket
 
-    def reachable(self, names: Sequence[str], now: float) -> None:
-        """The authorities the link can reach now, the ones worth trying first first."""
+    def reachable(self, names: Sequence[str], now: float,
+                  groups: Mapping[str, str] | None = None) -> None:
+        """The authorities the link can reach now, the ones worth trying first first.
+
+        ``groups`` (authority → the group a visit to it enters): authorities in one group
+        are worked with together on one of the ``max_parallel`` slots (WiFi Direct group
+        sharing: one join reaches them all); an authority absent from it is a group of
+        its own."""
         if self._always_reachable:
             return
         wanted = [n for n in names if n in self._auth]
+        self._groups = dict(groups or {})
         for name, a in self._auth.items():
             a.reachable = name in wanted
         self._order = wanted + [n for n in sorted(self._auth) if n not in wanted]
@@ -1011,6 +1019,9 @@ class PaymentSession:
                    and rec.received_log[i].value.transfer.key not in a.has
                    for i in range(a.relay_cursor, len(rec.received_log)))
 
+    def _group_of(self, name: str) -> str:
+        return self._groups.get(name, "\0" + name)  # no group given: one of its own
+
     def _wants(self, a: _Authority) -> bool:
         return a.reachable and self._work_for(a) is not None
 
@@ -1030,8 +1041,10 @@ class PaymentSession:
             a = self._auth[name]
             if a.active or a.in_flight is not None:
                 continue
-            if limit is not None and sum(o.active for o in self._auth.values()) >= limit:
-                break
+            if limit is not None:
+                busy = {self._group_of(o.name) for o in self._auth.values() if o.active}
+                if self._group_of(name) not in busy and len(busy) >= limit:
+                    continue  # a slot is taken; one in a busy group may still go
             self._dispatch(a, now)
         for h in self._handoffs.values():
             if not h.in_flight and h.retry_at <= now:

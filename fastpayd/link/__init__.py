@@ -148,6 +148,11 @@ class Link(abc.ABC):
         cannot tell (the base: static endpoints, reachable or not only on trying)."""
         return None
 
+    def groups(self) -> dict[str, str]:
+        """Authority → the group a visit to it enters, for those sharing one (WiFi Direct
+        group sharing); the base: none, each authority on its own."""
+        return {}
+
     def in_range(self) -> list[dict[str, Any]] | None:
         """Authorities in radio range with signal and freshness; None on a link without range."""
         return None

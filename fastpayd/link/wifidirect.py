@@ -52,6 +52,7 @@ import contextlib
 import logging
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 from fastpayd.link import Link
@@ -68,6 +69,7 @@ from fastpayd.wifidirect import (
     WifiDirectClient,
     WifiDirectError,
 )
+from fastpayd.wifidirect.group import PresenceResponder
 from fastpayd.wifidirect.radio import DEFAULT_FREQUENCY, Membership
 
 log = logging.getLogger(__name__)
@@ -97,16 +99,30 @@ class _TimedConnection(ClientConnection):
 
 
 class _Session:
-    """The group this client is in and the connection to its GO."""
+    """The group this client is in and its connections: to the GO and (group sharing) to
+    the other authorities in that group, one each, opened as they are asked for."""
 
-    def __init__(self, name: str, task: asyncio.Task[None], ready: asyncio.Future[Any]) -> None:
-        self.name = name
+    def __init__(self, name: str, go_address: str, task: asyncio.Task[None],
+                 ready: asyncio.Future[Any]) -> None:
+        self.name = name  # the authority the join was for
+        self.go_address = go_address  # P2P device address of the group's GO
         self.task = task
         self.ready = ready
-        self.conn: _TimedConnection | None = None
+        self.conn: _TimedConnection | None = None  # the first one (to ``name``)
+        self.conns: dict[str, _TimedConnection] = {}
         self.member: Membership | None = None
         self.release = asyncio.Event()
         self.since = time.monotonic()
+
+    def alive(self) -> bool:
+        return not self.task.done() and not self.release.is_set() and (
+            self.member is None or not self.member.gone.is_set())
+
+    def busy(self) -> bool:
+        return any(c.busy for c in self.conns.values() if c.is_open)
+
+    def last_used(self) -> float:
+        return max((c.last_used for c in self.conns.values()), default=self.since)
 
 
 class WifiDirectLink(Link):
@@ -127,6 +143,8 @@ class WifiDirectLink(Link):
         self.join_timeout = float(opts.get("join_timeout", 60.0))
         self.linger = float(opts.get("linger", 2.0))
         self.stale_rounds = int(opts.get("stale_rounds", 2))
+        self.group_sharing = bool(opts.get("group_sharing", False))
+        self.choose_window = float(opts.get("choose_window", 6.0))
         # An authority is *fresh* while its last service answer is younger than about one
         # round: only fresh ones are worth a join (see in_range).
         self.fresh_for = float(opts.get("fresh_for",
@@ -134,6 +152,7 @@ class WifiDirectLink(Link):
         me = self.directory.get(self.self_name)
         self.role = me.role if me is not None else "client"
         self._committee_id = opts.get("committee")
+        self._presence: asyncio.DatagramTransport | None = None
         self._authority: WifiDirectAuthority | None = None
         self._client: WifiDirectClient | None = None
         self._server: asyncio.Server | None = None
@@ -179,15 +198,39 @@ class WifiDirectLink(Link):
         if peer is None:
             return
         name = peer.record.name
-        entry = self.directory.get(name)
-        if entry is None or entry.role != "authority" or entry.key != peer.record.public_key:
+        if not self._is_ours(peer.record):
             self.events.emit("peer_ignored", address=address, authority=name,
                              reason="not in our committee file (name or key differs)")
             return
-        if self.table.heard(name, peer, time.monotonic(), answered=heard) is not None:
-            self.events.emit("authority_in_range", authority=name, address=address,
-                             level=peer.level)
+        if not peer.record.is_go:
+            return  # a member of another group still saying so: reached through its GO
+        now = time.monotonic()
+        self._enter(name, peer, now, heard)
+        # Group sharing: the authorities in this GO's group, reached over it.
+        listed = set()
+        for member, host in peer.record.members:
+            entry = self.directory.get(member)
+            if entry is None or entry.role != "authority" or member == self.self_name:
+                continue
+            listed.add(member)
+            record = replace(peer.record, name=member, public_key=entry.key, group=name,
+                             members=())
+            self._enter(member, replace(peer, record=record, host=host), now, heard)
+        for row in self.table.rows(now):
+            ap = self.table.get(row["name"])
+            if (ap is not None and ap.address == address and ap.host is not None
+                    and row["name"] not in listed):
+                self._table_remove(row["name"], f"no longer in {name}'s group")
         self._pulse()
+
+    def _is_ours(self, record: FastPayRecord) -> bool:
+        entry = self.directory.get(record.name)
+        return entry is not None and entry.role == "authority" and entry.key == record.public_key
+
+    def _enter(self, name: str, peer: AuthorityPeer, now: float, heard: bool) -> None:
+        if self.table.heard(name, peer, now, answered=heard) is not None:
+            self.events.emit("authority_in_range", authority=name, address=peer.address,
+                             level=peer.level, via=peer.record.group if peer.host else None)
 
     def _table_left(self, gone: list[Left]) -> None:
         for left in gone:
@@ -231,9 +274,16 @@ class WifiDirectLink(Link):
             raise LinkError(f"{self.self_name} is not in the committee file")
         record = FastPayRecord(role="authority", name=self.self_name, public_key=entry.key,
                                committee=committee, port=self.port)
+        if self.group_sharing:
+            # Before choosing: members answer presence queries from inside the GO's group.
+            self._presence = await PresenceResponder.serve(self.self_name, entry.key,
+                                                           committee, self.port)
         self._authority = WifiDirectAuthority(record, ifname=self.interface,
                                               bus_address=self.bus, frequency=self.frequency,
-                                              on_event=self._on_wd_event)
+                                              on_event=self._on_wd_event,
+                                              sharing=self.group_sharing,
+                                              choose_window=self.choose_window,
+                                              known=self._is_ours)
         await self._authority.start()
         if handler is None:
             return
@@ -258,6 +308,9 @@ class WifiDirectLink(Link):
         if self._authority is not None:
             await self._authority.stop()
             self._authority = None
+        if self._presence is not None:
+            self._presence.close()
+            self._presence = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.__aexit__(None, None, None)
@@ -304,14 +357,25 @@ class WifiDirectLink(Link):
         return self.table.rows(time.monotonic())
 
     def reachable_authorities(self) -> list[str]:
-        """The authority whose group we are in (while it lasts), then fresh ones in range,
-        best first: those worth a join now.  (No discovery runs while we are in a group,
-        so the joined one would otherwise go stale under a long visit.)"""
+        """The authorities of the group we are in (while it lasts), then fresh ones in
+        range, best first: those worth a join now.  (No discovery runs while we are in a
+        group, so the joined ones would otherwise go stale under a long visit.)"""
         fresh = self.table.reachable(time.monotonic())
         session = self._session
-        if session is not None and session.name in self.table and not session.task.done():
-            return [session.name, *(n for n in fresh if n != session.name)]
-        return fresh
+        if session is None or not session.alive():
+            return fresh
+        here = [n for n in self.table.names if self._in_session(n, session)]
+        here.sort(key=lambda n: (n != session.name, n))
+        return [*here, *(n for n in fresh if n not in here)]
+
+    def groups(self) -> dict[str, str]:
+        """Authority name → the group (its GO's device address) a join for it enters:
+        authorities sharing a group are worked with on one membership."""
+        return {n: ap.address for n in self.table.names if (ap := self.table.get(n))}
+
+    def _in_session(self, name: str, session: _Session) -> bool:
+        ap = self.table.get(name)
+        return ap is not None and ap.address == session.go_address
 
     # -- sessions (client) -------------------------------------------------------------
 
@@ -319,10 +383,11 @@ class WifiDirectLink(Link):
         if self.role == "authority":
             raise LinkError("an authority on WiFi Direct does not open connections")
         session = self._session
-        if session is not None and session.name == peer:
-            conn = await asyncio.shield(session.ready)
-            if conn.is_open:
-                return conn  # type: ignore[no-any-return]
+        if session is not None and session.alive() and (
+                peer in session.conns or self._in_session(peer, session)):
+            conn = await self._open_in(session, peer)
+            if conn is not None:
+                return conn
         ap = self.table.get(peer)
         if ap is None:
             err = f"{peer} is not in range" if peer in self.directory else f"unknown {peer!r}"
@@ -333,28 +398,71 @@ class WifiDirectLink(Link):
         try:
             if self._round is not None:
                 self._round.cancel()
-            if self._session is not None:
-                await self._end_session(self._session)
             async with self._radio:
                 session = self._session
-                if session is not None and session.name == peer and not session.task.done():
-                    return await asyncio.shield(session.ready)  # type: ignore[no-any-return]
+                if session is not None and session.alive() and self._in_session(peer, session):
+                    shared = await self._open_in(session, peer)
+                    if shared is not None:
+                        return shared
                 if session is not None:
                     await self._end_session(session)
                 ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 task = asyncio.create_task(self._hold(peer, ap, ready), name=f"session-{peer}")
-                self._session = _Session(peer, task, ready)
+                self._session = _Session(peer, ap.address, task, ready)
                 self._radio_busy_changed()
                 try:
-                    conn = await asyncio.shield(ready)
+                    joined: ClientConnection = await asyncio.shield(ready)
                 except LinkError as exc:
                     self._last_error[peer] = str(exc)
                     raise
                 self._last_error.pop(peer, None)
-                return conn  # type: ignore[no-any-return]
+                return joined
         finally:
             self._want_radio -= 1
             self._radio_busy_changed()
+
+    async def _open_in(self, session: _Session, peer: str) -> ClientConnection | None:
+        """A connection to ``peer`` over the group we are in: the open one, or a new one
+        (no join: group sharing).  None if the session ended meanwhile."""
+        try:
+            await asyncio.shield(session.ready)
+        except LinkError:
+            return None
+        conn = session.conns.get(peer)
+        if conn is not None and conn.is_open:
+            return conn
+        ap = self.table.get(peer)
+        member = session.member
+        if ap is None or member is None or not session.alive():
+            return None
+        try:
+            conn = await self._open(ap, member, peer)
+        except (WifiDirectError, TimeoutError, OSError) as exc:
+            self._last_error[peer] = str(exc)
+            raise LinkError(f"{peer} over {session.name}'s group: {exc}") from None
+        session.conns[peer] = conn
+        self._last_error.pop(peer, None)
+        return conn
+
+    async def _open(self, ap: AuthorityPeer, member: Membership, name: str) -> _TimedConnection:
+        client = self._client
+        assert client is not None
+        loop = asyncio.get_running_loop()
+        max_frame = self.config.max_frame
+        t0 = time.monotonic()
+
+        async def opener(host: str, port: int) -> _TimedConnection:
+            _, conn = await loop.create_connection(
+                lambda: _TimedConnection(max_frame, name), host, port)
+            return conn
+
+        deadline = max(member.deadline, t0 + self.config.connect_timeout)
+        conn, host = await client.open_tcp(member.group, ap.record.port, deadline, opener,
+                                           member=ap.host)
+        member.on_gone.append(conn.close)
+        self.events.emit("session_opened", authority=name, address=ap.address, host=host,
+                         elapsed=time.monotonic() - t0, shared=ap.host is not None)
+        return conn
 
     def _radio_busy_changed(self) -> None:
         if self._want_radio == 0 and self._session is None:
@@ -367,9 +475,19 @@ class WifiDirectLink(Link):
         await asyncio.gather(session.task, return_exceptions=True)
 
     def release(self, peer: str) -> None:
-        """The caller is done with ``peer``: leave its group now."""
+        """The caller is done with ``peer``: close its connection.  A group that serves
+        only ``peer`` is left at once; one shared with other authorities is kept
+        ``linger`` seconds after its last request (pooling: the next phase or payment
+        for them needs no join)."""
         session = self._session
-        if session is not None and session.name == peer:
+        if session is None:
+            return
+        conn = session.conns.pop(peer, None)
+        if conn is not None:
+            conn.close()
+        if any(c.is_open for c in session.conns.values()):
+            return
+        if not any(self._in_session(n, session) for n in self.table.names if n != peer):
             session.release.set()
 
     async def _hold(self, name: str, ap: AuthorityPeer, ready: asyncio.Future[Any]) -> None:
@@ -381,38 +499,32 @@ class WifiDirectLink(Link):
         try:
             async with client.membership(ap, timeout=self.join_timeout) as member:
                 self._counts["joins"] += 1
-                loop = asyncio.get_running_loop()
-                max_frame = self.config.max_frame
-
-                async def opener(host: str, port: int) -> _TimedConnection:
-                    _, conn = await loop.create_connection(
-                        lambda: _TimedConnection(max_frame, name), host, port)
-                    return conn
-
-                conn, host = await client.open_tcp(member.group, ap.record.port,
-                                                   member.deadline, opener)
-                member.on_gone.append(conn.close)
                 if me is not None:
-                    me.conn, me.member = conn, member
-                self.events.emit("session_opened", authority=name, address=ap.address,
-                                 host=host, elapsed=time.monotonic() - t0)
+                    me.member = member
+                conn = await self._open(ap, member, name)
+                if me is not None:
+                    me.conn = conn
+                    me.conns[name] = conn
                 ready.set_result(conn)
                 release = me.release if me is not None else asyncio.Event()
-                while not (member.gone.is_set() or release.is_set() or not conn.is_open):
-                    idle = time.monotonic() - conn.last_used
-                    if not conn.busy and idle >= self.linger:
+                while not (member.gone.is_set() or release.is_set()):
+                    if me is None:
+                        break
+                    idle = time.monotonic() - me.last_used()
+                    if not me.busy() and idle >= self.linger:
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(release.wait(), max(0.1, self.linger - idle))
-                conn.close()
+                for c in (me.conns.values() if me is not None else (conn,)):
+                    c.close()
                 if member.gone.is_set():
-                    self._table_remove(name, "group ended")
+                    self._table_remove_address(ap.address, "group ended")
         except (WifiDirectError, TimeoutError, OSError) as exc:
             self._counts["join_failures"] += 1
             self.events.emit("join_failed", authority=name, address=ap.address,
                              reason=str(exc), elapsed=time.monotonic() - t0)
             # Not reachable now: out of the table until discovery sees it again.
-            self._table_remove(name, "join failed")
+            self._table_remove_address(ap.address, "join failed")
             if not ready.done():
                 ready.set_exception(LinkError(f"joining {name}: {exc}"))
         finally:
@@ -428,10 +540,15 @@ class WifiDirectLink(Link):
 
     def group_state(self) -> dict[str, Any]:
         """The group this node is in (authority: its own as GO; client: the joined one)."""
-        if self._authority is not None:
-            group = self._authority.group
+        auth = self._authority
+        if auth is not None and auth.member_of is not None:  # group sharing: a member
+            return {"role": "member", "ifname": auth.member_of.group.ifname, "up": True,
+                    "go": auth.record.group, "go_address": auth.member_of.group.bssid}
+        if auth is not None:
+            group = auth.group
             return {"role": "GO", "ifname": group.ifname if group else None,
-                    "up": group is not None, "members": sorted(self._authority.members)}
+                    "up": group is not None, "members": sorted(auth.members),
+                    "sharing": auth.sharing, "authorities": sorted(auth.shared)}
         session = self._session
         if session is None or session.member is None:
             return {"role": "client", "joined": None}
@@ -439,7 +556,8 @@ class WifiDirectLink(Link):
                 "ifname": session.member.group.ifname,
                 "go_address": session.member.group.bssid,
                 "since_ago": round(time.monotonic() - session.since, 3),
-                "connected": bool(session.conn and session.conn.is_open)}
+                "connected": bool(session.conn and session.conn.is_open),
+                "shared_with": sorted(n for n in session.conns if n != session.name)}
 
     def peers(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -458,8 +576,9 @@ class WifiDirectLink(Link):
                 "address": ap.address if ap else None,
                 "level": ap.level if ap else None,
                 "seen_ago": round(now - ap.discovered_at, 3) if ap else None,
-                "connected": bool(session and session.name == name and session.conn
-                                  and session.conn.is_open),
+                "connected": bool(session and name in session.conns
+                                  and session.conns[name].is_open),
+                "via": ap.record.group if ap and ap.host else None,
                 "last_error": self._last_error.get(name),
             })
         if self._authority is not None:

@@ -43,11 +43,12 @@ import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from fastpayd.wifidirect import defs, service
 from fastpayd.wifidirect.errors import FormationFailed, PeerGone, WifiDirectError, WpaError
+from fastpayd.wifidirect.group import choose, probe
 from fastpayd.wifidirect.manager import Group, Peer, Signal, WpaManager
 from fastpayd.wifidirect.service import FastPayRecord
 
@@ -69,6 +70,8 @@ EVENTS = (
     "group_left",  # address, reason, duration (client left)
     "client_joined",  # address (authority: a client joined the group)
     "client_left",  # address
+    "group_choice",  # action (go/join/wait), target, heard, waited (authority, sharing)
+    "record_updated",  # group, members (authority: its advertised record changed)
 )
 
 DEFAULT_FREQUENCY = 2437  # channel 6: a social channel, so clients doing a social find see it
@@ -95,6 +98,9 @@ class AuthorityPeer:
     record: FastPayRecord
     level: int | None  # dBm, last frame heard
     discovered_at: float  # monotonic
+    # Group sharing: reached at this link-local address inside the group of the GO at
+    # ``address``/``path`` (whose level this is); None: it is that GO itself.
+    host: str | None = None
 
 
 @dataclass
@@ -140,9 +146,19 @@ class WifiDirectAuthority(_Emitter):
 
     def __init__(self, record: FastPayRecord, ifname: str = "wlan0",
                  bus_address: str | None = None, frequency: int = DEFAULT_FREQUENCY,
-                 on_event: EventCallback | None = None, start_timeout: float = 60.0) -> None:
+                 on_event: EventCallback | None = None, start_timeout: float = 60.0,
+                 sharing: bool = False, choose_window: float = 6.0, max_waits: int = 2,
+                 known: Callable[[FastPayRecord], bool] | None = None,
+                 probe_every: float = 10.0) -> None:
         super().__init__(on_event)
-        self.record = record
+        self.record = replace(record, group="") if sharing else record
+        self.sharing = sharing
+        self.choose_window = choose_window
+        self.max_waits = max_waits
+        self.known = known or (lambda r: True)
+        self.probe_every = probe_every
+        self.member_of: Membership | None = None  # sharing: the GO's group we are in
+        self.shared: dict[str, str] = {}  # GO: authority name → link-local host, in our group
         self.frequency = frequency
         self.start_timeout = start_timeout
         self.manager = WpaManager(ifname, bus_address)
@@ -152,6 +168,7 @@ class WifiDirectAuthority(_Emitter):
         self._token: int | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._prober: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> WifiDirectAuthority:
         await self.start()
@@ -166,14 +183,106 @@ class WifiDirectAuthority(_Emitter):
         try:
             await self.manager.leave_stale_groups()
             self._token = self.manager.subscribe(self._on_signal)
-            for query, response in self.record.bonjour_services():
-                with contextlib.suppress(WpaError):  # left over from an earlier run
-                    await self.manager.delete_bonjour_service(query)
-                await self.manager.add_bonjour_service(query, response)
-            await self._start_group()
+            await self._advertise(self.record, first=True)
+            if self.sharing:
+                await self._choose_and_take()
+            else:
+                await self._start_group()
         except BaseException:
             await self.stop()
             raise
+
+    async def _advertise(self, record: FastPayRecord, first: bool = False) -> None:
+        """(Re-)register our Bonjour services with ``record``'s fields."""
+        old, self.record = self.record, record
+        for query, response in record.bonjour_services():
+            with contextlib.suppress(WpaError):  # the old version, or left from a past run
+                await self.manager.delete_bonjour_service(query)
+            await self.manager.add_bonjour_service(query, response)
+        if not first and old.txt() != record.txt():
+            self.emit("record_updated", group=record.group,
+                      members=[n for n, _ in record.members])
+
+    # -- group sharing (see fastpayd.wifidirect.group) ----------------------------------
+    async def _choose_and_take(self) -> None:
+        """Listen, then become GO or join the chosen GO's group (and say so)."""
+        finder = WifiDirectClient(self.record.committee, manager=self.manager,
+                                  on_event=self._on_event)
+        waited = 0
+        # What each authority said last, over all windows: one busy starting its group
+        # may miss a window's query, and must not look absent (we would split the room).
+        heard: dict[str, AuthorityPeer] = {}
+        while not self._stopping:
+            now = {p.record.name: p for p in await finder.discover(timeout=self.choose_window)
+                   if p.record.name != self.record.name and self.known(p.record)}
+            heard.update(now)
+            choice = choose(self.record.name, {n: p.record.group for n, p in heard.items()},
+                            waited, self.max_waits)
+            self.emit("group_choice", action=choice.action, target=choice.target,
+                      heard=sorted(now), remembered=sorted(set(heard) - set(now)),
+                      waited=waited)
+            if choice.action == "go":
+                await self._start_group()
+                await self._advertise(replace(self.record, group=self.record.name))
+                return
+            if choice.action == "join" and choice.target is not None:
+                if await self._join_shared(finder, heard[choice.target]):
+                    return
+                del heard[choice.target]  # it must be heard again to be tried again
+            waited += 1
+
+    async def _join_shared(self, finder: WifiDirectClient, go: AuthorityPeer) -> bool:
+        """Join ``go``'s group as a member; False if that failed (choose again)."""
+        joined: asyncio.Future[Membership] = asyncio.get_running_loop().create_future()
+
+        async def stay() -> None:
+            try:
+                async with finder.membership(go, timeout=self.start_timeout,
+                                             watch_lost=False) as member:
+                    self.member_of = member
+                    joined.set_result(member)
+                    await member.gone.wait()
+            except (WifiDirectError, TimeoutError, OSError) as exc:
+                if not joined.done():
+                    joined.set_exception(exc)
+                    return
+            finally:
+                self.member_of = None
+            if not self._stopping:  # the GO went away: choose again
+                with contextlib.suppress(WifiDirectError, TimeoutError):
+                    await self._advertise(replace(self.record, group="", members=()))
+                    await self._choose_and_take()
+
+        self._spawn(stay())
+        try:
+            await joined
+        except (WifiDirectError, TimeoutError, OSError) as exc:
+            log.warning("joining %s's group: %s", go.record.name, exc)
+            return False
+        await self._advertise(replace(self.record, group=go.record.name, members=()))
+        return True
+
+    async def _refresh_members(self) -> None:
+        """GO with sharing: list in our record the authorities that answer in our group."""
+        group = self.group
+        if group is None or not self.sharing:
+            return
+        try:
+            answers = await probe(group.ifname, self.record.port, self.record.committee)
+        except OSError as exc:
+            log.warning("presence probe on %s: %s", group.ifname, exc)
+            return
+        shared = {n: p.host for n, p in sorted(answers.items())
+                  if n != self.record.name and p.committee == self.record.committee}
+        if shared != self.shared and self.group is group:
+            self.shared = shared
+            with contextlib.suppress(WifiDirectError):
+                await self._advertise(replace(self.record, members=tuple(shared.items())))
+
+    async def _probe_forever(self) -> None:
+        while not self._stopping:
+            await self._refresh_members()
+            await asyncio.sleep(self.probe_every)  # periodic: members also leave silently
 
     async def _start_group(self) -> None:
         t0 = time.monotonic()
@@ -185,6 +294,9 @@ class WifiDirectAuthority(_Emitter):
         await self._authorize()
         self.emit("group_started", role="GO", ifname=self.group.ifname,
                   frequency=self.group.frequency, elapsed=sig.at - t0)
+        if self.sharing and self._prober is None:
+            self._prober = asyncio.ensure_future(self._probe_forever())
+            self._tasks.add(self._prober)
 
     async def _authorize(self) -> None:
         """(Re-)arm the committee PIN on the GO so the next enrollee can use it."""
@@ -215,11 +327,15 @@ class WifiDirectAuthority(_Emitter):
             self.members.add(address)
             self.emit("client_joined", address=address)
             self._spawn(self._authorize())
+            if self.sharing:
+                self._spawn(self._refresh_members())
         elif (group is not None and sig.path == group.path
               and sig.name == defs.SIG_PEER_DISCONNECTED):
             address = self._peer_address(sig.args[0])
             self.members.discard(address)
             self.emit("client_left", address=address)
+            if self.sharing:
+                self._spawn(self._refresh_members())
         elif (sig.name == defs.SIG_GROUP_FINISHED and group is not None
               and sig.args[0].get("group_object") == group.path):
             self.group = None
@@ -238,7 +354,9 @@ class WifiDirectAuthority(_Emitter):
     @property
     def group_ifname(self) -> str:
         """The network interface the group runs on (where clients reach us)."""
-        return self.group.ifname if self.group else ""
+        if self.group is not None:
+            return self.group.ifname
+        return self.member_of.group.ifname if self.member_of is not None else ""
 
     async def stop(self) -> None:
         """End the group and withdraw the record; safe to call twice."""
@@ -274,11 +392,13 @@ class WifiDirectClient(_Emitter):
     """
 
     def __init__(self, committee: str, ifname: str = "wlan0", bus_address: str | None = None,
-                 on_event: EventCallback | None = None) -> None:
+                 on_event: EventCallback | None = None,
+                 manager: WpaManager | None = None) -> None:
         super().__init__(on_event)
         self.committee = committee
         self.pin = service.wps_pin_for(committee)
-        self.manager = WpaManager(ifname, bus_address)
+        # An authority choosing a shared group lends its own (started) manager.
+        self.manager = manager or WpaManager(ifname, bus_address)
         self.authorities: dict[str, AuthorityPeer] = {}  # by device address
         self._token: int | None = None
 
@@ -423,13 +543,15 @@ class WifiDirectClient(_Emitter):
         raise FormationFailed(f"could not join {peer.address}: {last}")
 
     async def open_tcp(self, group: Group, port: int, deadline: float,
-                       opener: Callable[[str, int], Awaitable[T]]) -> tuple[T, str]:
-        """Connect to the GO of ``group`` on ``port``; retry until ``deadline``.
+                       opener: Callable[[str, int], Awaitable[T]],
+                       member: str | None = None) -> tuple[T, str]:
+        """Connect to the GO of ``group`` (or to the ``member`` at that link-local address
+        in it) on ``port``; retry until ``deadline``.
 
         ``opener(host, port)`` makes the connection (the daemon's builds its framed
         protocol). Returns ``(whatever opener returned, host)``.
         """
-        host = f"{link_local_from_mac(group.bssid)}%{group.ifname}"
+        host = f"{member or link_local_from_mac(group.bssid)}%{group.ifname}"
         open_fn = opener
         delay = 0.05
         last: Exception | None = None
@@ -451,12 +573,14 @@ class WifiDirectClient(_Emitter):
         raise PeerGone(f"no TCP connection to {host} port {port}: {last!r}")
 
     @contextlib.asynccontextmanager
-    async def membership(self, peer: AuthorityPeer, timeout: float = 90.0, attempts: int = 3
-                         ) -> AsyncIterator[Membership]:
+    async def membership(self, peer: AuthorityPeer, timeout: float = 90.0, attempts: int = 3,
+                         watch_lost: bool = True) -> AsyncIterator[Membership]:
         """Join ``peer``'s group, yield a :class:`Membership`, leave the group on exit.
 
         ``Membership.gone`` is set (and its ``on_gone`` callbacks run) when the group ends
         or the peer is lost while we are in it; the body should stop talking then.
+        ``watch_lost=False``: only the group's end counts (a long stay: wpa_supplicant's
+        peer entry of the GO can expire while we are its client and the group is fine).
         """
         t0 = time.monotonic()
         deadline = t0 + timeout
@@ -468,7 +592,8 @@ class WifiDirectClient(_Emitter):
         def watch(sig: Signal) -> None:
             ended = (sig.name == defs.SIG_GROUP_FINISHED
                      and sig.args[0].get("group_object") == group.path)
-            if ended or (sig.name == defs.SIG_DEVICE_LOST and sig.args[0] == peer.path):
+            lost = watch_lost and sig.name == defs.SIG_DEVICE_LOST and sig.args[0] == peer.path
+            if ended or lost:
                 member.set_gone()
 
         token = self.manager.subscribe(watch)

@@ -8,7 +8,10 @@ format + record type + version byte 0x01) and a *response* (the record's RDATA):
   browser sees an instance of our service type);
 * ``TXT <name>._fastpay._tcp.local`` → the fields as DNS-SD ``key=value`` strings:
   ``txtvers``, ``role``, ``name``, ``pk`` (hex Ed25519 public key), ``committee``,
-  ``port``.
+  ``port``, and for group sharing (optional, absent on a record of its own group)
+  ``group`` (the name of the authority whose group this one is reachable through; its
+  own name on the GO, empty while it is still choosing) and ``members`` (on a GO: the
+  other authorities in its group, ``name@ipv6-link-local`` comma-separated).
 
 Names are written without DNS compression so the key can be parsed on its own. Any
 P2P device that runs a standard service-discovery query (all services, or all
@@ -45,6 +48,8 @@ class FastPayRecord:
     public_key: bytes
     committee: str
     port: int
+    group: str | None = None  # None: not sharing (its own group); "": still choosing
+    members: tuple[tuple[str, str], ...] = ()  # (name, link-local host) in our group (GO)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -56,6 +61,22 @@ class FastPayRecord:
             raise RecordError(f"bad committee id {self.committee!r}")
         if not 0 < self.port < 65536:
             raise RecordError(f"bad port {self.port}")
+        if self.group:
+            _check_label(self.group)
+        for name, host in self.members:
+            _check_label(name)
+            if not host or any(c in host for c in ",@ "):
+                raise RecordError(f"bad member host {host!r}")
+        if len(self._members_txt()) > 240:
+            raise RecordError("too many members for one TXT string")
+
+    def _members_txt(self) -> str:
+        return ",".join(f"{n}@{h}" for n, h in self.members)
+
+    @property
+    def is_go(self) -> bool:
+        """This authority runs a group clients can join (its own, shared or not)."""
+        return self.group is None or self.group == self.name
 
     @property
     def instance(self) -> str:
@@ -71,6 +92,8 @@ class FastPayRecord:
             ("pk", self.public_key.hex()),
             ("committee", self.committee),
             ("port", str(self.port)),
+            *([("group", self.group)] if self.group is not None else []),
+            *([("members", self._members_txt())] if self.members else []),
         ]
 
     def bonjour_services(self) -> list[tuple[bytes, bytes]]:
@@ -193,6 +216,9 @@ def record_from_txt(txt: dict[str, str]) -> FastPayRecord:
             public_key=bytes.fromhex(txt["pk"]),
             committee=txt["committee"],
             port=int(txt["port"]),
+            group=txt.get("group"),
+            members=tuple((n, h) for n, _, h in (m.partition("@") for m in
+                                                  txt.get("members", "").split(",") if m)),
         )
     except (KeyError, ValueError) as exc:
         if isinstance(exc, RecordError):

@@ -165,6 +165,21 @@ def test_mobile_session_works_one_authority_at_a_time():
     assert all(net.balance(n, BOB) == 3 for n in net.names)
 
 
+def test_authorities_sharing_a_group_take_one_slot():
+    # WiFi Direct group sharing: three authorities behind one GO are one visit; the
+    # fourth, in a group of its own, waits for the slot like any other.
+    net, alice, d = _setup(max_parallel=1, sync_interval=None)
+    groups = {"auth0": "go-a", "auth1": "go-a", "auth2": "go-a", "auth3": "go-b"}
+    d.session.reachable(["auth0", "auth1", "auth2", "auth3"], 0.0, groups)
+    t = d.session.start(BOB, 5, 0.0)
+    d.run(until=lambda d: d.session.ticket(t).final)
+    assert d.max_active == 3  # all of go-a's group at once, never auth3 beside them
+    assert d.session.ticket(t).certified
+    assert all(net.balance(n, BOB) == 5 for n in ("auth0", "auth1", "auth2"))
+    d.run(until=lambda d: d.session.ticket(t).fully_propagated)
+    assert net.balance("auth3", BOB) == 5
+
+
 def test_restarted_session_resumes_unfinished_work():
     net, alice, d = _setup()
     d.down = {"auth3"}

@@ -68,18 +68,20 @@ join_timeout = 90.0
 class Daemon:
     """One fastpayd process in its station's namespace."""
 
-    def __init__(self, name: str, config: Path) -> None:
+    def __init__(self, name: str, config: Path, station: str | None = None,
+                 work: Path = WORK) -> None:
         self.name = name
         self.config = config
-        self.socket = WORK / "run" / f"{name}.sock"
-        self.log = WORK / f"{name}.out"
+        self.station = station or STATION_OF[name]
+        self.socket = work / "run" / f"{name}.sock"
+        self.log = work / f"{name}.out"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=BUS, PYTHONPATH=str(ROOT))
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", f"wd-{STATION_OF[self.name]}", sys.executable, "-m",
+                ["ip", "netns", "exec", f"wd-{self.station}", sys.executable, "-m",
                  "fastpayd", "--config", str(self.config)],
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 

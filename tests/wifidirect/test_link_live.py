@@ -8,6 +8,9 @@ timeouts: under QEMU/TCG a P2P find takes seconds.
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import threading
 import time
 from typing import Any
 
@@ -239,3 +242,88 @@ async def _listen(st: Any) -> None:
 
     async with WpaManager(st.ifname, st.bus) as mgr:
         await mgr.listen(120)
+
+
+def _mac(st: Any) -> str:
+    return subprocess.run(["ip", "netns", "exec", st.netns, "cat", "/sys/class/net/wlan0/address"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+async def _member_serving(st: Any, on_event: Any, go: str, rec: FastPayRecord,
+                          joined: threading.Event, done: threading.Event) -> dict[str, Any]:
+    """On ``st``: join the GO's group as a P2P client and serve an echo on [::]:port."""
+    out: dict[str, Any] = {}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                msg = msgpack.unpackb(await read_frame(reader))
+                await write_frame(writer, msgpack.packb({"echo": msg, "by": rec.name}))
+        except (EOFError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async with WifiDirectClient(COMMITTEE, ifname=st.ifname, bus_address=st.bus,
+                                on_event=on_event) as client:
+        peers = await client.discover(timeout=90.0, want=1)
+        peer = next(p for p in peers if p.address == go)
+        async with client.membership(peer, timeout=120.0) as member:
+            out["ifname"] = member.group.ifname
+            server = await asyncio.start_server(handler, host="::", port=rec.port,
+                                                family=socket.AF_INET6,
+                                                reuse_address=True)
+            joined.set()
+            await asyncio.to_thread(done.wait, 600)
+            server.close()
+    return out
+
+
+async def test_member_authority_is_reachable_through_the_go(stations: Any, events: Any) -> None:
+    """Group sharing, radio level: auth2 joins auth1's group as a P2P client; cli1 joins
+    the same group once and reaches both auth1 (the GO) and auth2 (a member, at the
+    EUI-64 link-local address of its interface) over it."""
+    auth_st, member_st, cli = stations["auth1"], stations["auth2"], stations["cli1"]
+    auth = await auth_st.run(start_authority(auth_st, record("auth1"), events.sink("auth1"),
+                                             echo=True))
+    joined, done = threading.Event(), threading.Event()
+    member_mac = _mac(member_st)
+    member_task = asyncio.ensure_future(member_st.run(_member_serving(
+        member_st, events.sink("auth2"), auth_st.p2p_address, record("auth2"),
+        joined, done)))
+    try:
+        assert await asyncio.to_thread(joined.wait, 200), "auth2 never joined auth1's group"
+
+        async def client_side() -> dict[str, Any]:
+            res: dict[str, Any] = {}
+            async with WifiDirectClient(COMMITTEE, ifname=cli.ifname, bus_address=cli.bus,
+                                        on_event=events.sink("cli1")) as client:
+                peers = await client.discover(timeout=90.0, want=1)
+                peer = next(p for p in peers if p.address == auth_st.p2p_address)
+                async with client.membership(peer, timeout=120.0) as member:
+                    for host in (None, member_mac):
+                        t0 = time.monotonic()
+                        if host is None:
+                            (r, w), _ = await client.open_tcp(
+                                member.group, PORT, member.deadline, asyncio.open_connection)
+                        else:
+                            from fastpayd.wifidirect.radio import link_local_from_mac
+
+                            addr = f"{link_local_from_mac(host)}%{member.group.ifname}"
+                            r, w = await asyncio.wait_for(
+                                asyncio.open_connection(addr, PORT), 30)
+                        await write_frame(w, msgpack.packb({"n": 1}))
+                        reply = msgpack.unpackb(await asyncio.wait_for(read_frame(r), 30))
+                        res[reply["by"]] = round(time.monotonic() - t0, 3)
+                        w.close()
+            return res
+
+        res = await cli.run(client_side())
+    finally:
+        done.set()
+        await asyncio.gather(member_task, return_exceptions=True)
+        await auth_st.run(stop_authority(auth))
+    print("measured: reached", res, "member mac", member_mac)
+    assert set(res) == {"auth1", "auth2"}
+    assert len(events.named("group_joined", "cli1")) == 1
+

@@ -73,3 +73,23 @@ def test_wps_pin_has_valid_checksum() -> None:
 def test_link_local_from_mac_is_eui64() -> None:
     assert link_local_from_mac("02:00:00:00:01:00") == "fe80::ff:fe00:100"
     assert link_local_from_mac("42:01:02:03:04:05") == "fe80::4001:2ff:fe03:405"
+
+
+def test_shared_group_fields_round_trip_and_are_optional() -> None:
+    go = FastPayRecord(role="authority", name="auth0", public_key=bytes(32), committee="c1",
+                       port=7400, group="auth0",
+                       members=(("auth1", "fe80::ff:fe00:100"), ("auth2", "fe80::ff:fe00:200")))
+    assert records_from_tlvs(_tlvs(go)) == [go] and go.is_go
+    member = FastPayRecord(role="authority", name="auth1", public_key=bytes(32),
+                           committee="c1", port=7400, group="auth0")
+    assert records_from_tlvs(_tlvs(member)) == [member] and not member.is_go
+    plain = FastPayRecord(role="authority", name="auth3", public_key=bytes(32),
+                          committee="c1", port=7400)
+    assert "group" not in dict(plain.txt()) and plain.is_go  # the old record, unchanged
+    with pytest.raises(RecordError):
+        FastPayRecord(role="authority", name="auth0", public_key=bytes(32), committee="c1",
+                      port=7400, group="auth0", members=(("auth1", ""),))
+
+
+def _tlvs(rec: FastPayRecord) -> bytes:
+    return b"".join(tlv(1, 0, q + r) for q, r in rec.bonjour_services())

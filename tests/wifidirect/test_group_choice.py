@@ -1,0 +1,71 @@
+"""Group sharing without a radio: the GO choice and the presence datagrams (real UDP on
+loopback; the multicast probe itself runs in the live tests, on a group interface)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from fastpayd.wifidirect.group import (
+    Choice,
+    PresenceResponder,
+    choose,
+    decode_answer,
+    decode_query,
+    encode_answer,
+    encode_query,
+)
+
+
+def test_a_room_settles_on_its_lowest_named_authority():
+    everyone_choosing = {"auth0": "", "auth1": "", "auth2": ""}
+    assert choose("auth0", everyone_choosing, 0, 2) == Choice("go")
+    assert choose("auth2", everyone_choosing, 0, 2) == Choice("wait")
+    # One window later auth0 runs its group: the others join it.
+    assert choose("auth2", {"auth0": "auth0", "auth1": ""}, 1, 2) == Choice("join", "auth0")
+    assert choose("auth1", {"auth0": "auth0", "auth2": ""}, 1, 2) == Choice("join", "auth0")
+
+
+def test_an_existing_group_wins_over_names():
+    # auth0 restarts while auth1 runs the room's group: it joins rather than splitting.
+    assert choose("auth0", {"auth1": "auth1", "auth2": "auth1"}, 0, 2) == Choice("join", "auth1")
+    # A non-sharing authority's own group can be joined too.
+    assert choose("auth3", {"auth1": None}, 0, 2) == Choice("join", "auth1")
+
+
+def test_members_and_silence_make_a_go_and_waiting_is_bounded():
+    assert choose("auth1", {}, 0, 2) == Choice("go")
+    # auth1 is a member of someone else's group we cannot hear: no group to join here.
+    assert choose("auth2", {"auth1": "auth0"}, 0, 2) == Choice("go")
+    # A lower-named authority that never decides does not keep us waiting for ever.
+    assert choose("auth2", {"auth1": ""}, 2, 2) == Choice("go")
+
+
+def test_presence_datagrams_round_trip_and_reject_garbage():
+    q = encode_query("c1")
+    assert decode_query(q) == "c1"
+    assert decode_query(b"\xff\x00garbage") is None and decode_query(b"\x01") is None
+    a = encode_answer("auth1", bytes(range(32)), "c1", 7400)
+    p = decode_answer(a, "fe80::1%wlan0")
+    assert p is not None and (p.name, p.port, p.host) == ("auth1", 7400, "fe80::1")
+    assert decode_answer(encode_answer("auth1", b"short", "c1", 7400), "fe80::1") is None
+    assert decode_answer(b"\x93\x01\x02\x03", "fe80::1") is None
+
+
+async def test_responder_answers_its_committee_only():
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe_port:
+        probe_port.bind(("::1", 0))
+        port = probe_port.getsockname()[1]
+    transport = await PresenceResponder.serve("auth1", bytes(32), "c1", port)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendto(sock, encode_query("other"), ("::1", port))
+        await loop.sock_sendto(sock, encode_query("c1"), ("::1", port))
+        data, addr = await asyncio.wait_for(loop.sock_recvfrom(sock, 512), 10)
+        p = decode_answer(data, addr[0])
+        assert p is not None and p.name == "auth1" and p.committee == "c1"
+    finally:
+        sock.close()
+        transport.close()
