@@ -267,6 +267,7 @@ async def test_frozen_account_after_client_killed_before_confirmations(make_test
     n = await start_net(make_testnet)
     await _certificate_only_at_auth2_then_kill_client(n)
     await n.restart("client0")
+    n.d["client1"].resume()
 
     out = await n.pay("client0", "client1", 5)
     assert out.returncode == 0, f"later transfer with all up: {shown(out)}"
@@ -277,8 +278,11 @@ async def test_frozen_account_after_client_killed_before_confirmations(make_test
 
 async def _certificate_only_at_auth2_then_kill_client(n: Net) -> None:
     """Leave client0 with a committed certificate for 7 → client1 (seq 0) that only auth2
-    has applied, kill -9 client0, and bring auth0, auth1, auth3 back up."""
+    has applied, kill -9 client0, and bring auth0, auth1, auth3 back up.  client1 is left
+    paused: handed the certificate, it would relay it to the restarted authorities (issue
+    15) and settle what these tests want client0 itself to settle."""
     d = n.d
+    d["client1"].pause()
     d["auth2"].pause()
     d["auth3"].pause()
     await n.pay("client0", "client1", 7, timeout=10)  # votes of auth0, auth1 only
@@ -309,6 +313,7 @@ async def test_client_resumes_unfinished_transfer_after_restart(make_testnet) ->
     await _certificate_only_at_auth2_then_kill_client(n)
     await n.restart("client0")
     await settled(n, {"client0": (993, 1), "client1": (1007, 0)})
+    n.d["client1"].resume()
 
 
 # -- Payments that never arrive --------------------------------------------------------------
