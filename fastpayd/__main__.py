@@ -10,11 +10,12 @@
     fastpayd testnet status DIR
     fastpayd testnet down DIR [--timeout S]
 
-Mistakes print one line and exit nonzero; no tracebacks.  Exit status, for every form:
-0 success; 1 failure while running or writing files; 2 usage or configuration error (bad
-arguments, config/committee/key file, state directory; the message names the file and
-the key; keygen/testnet: a file that would be overwritten, a missing directory); 3 the
-state directory or control socket is in use by a running daemon.  (docs/config.md.)
+Mistakes print one line and exit nonzero; no tracebacks.  ``--json`` (keygen, testnet)
+prints the outcome as one JSON object on stdout (docs/cli.md).  Exit status: the one table
+of :data:`fastpayd.errors.EXIT_CODES`, shared with ``fastpay`` (docs/cli.md): 0 success;
+1 failure while running or writing files; 2 usage or configuration error (the message
+names the file and the key); 4 ``testnet up`` not ready in time; 5 the state directory or
+control socket is in use by a running daemon.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from fastpayd.errors import exit_epilog
+
 SUBCOMMANDS = ("keygen", "testnet")
-EXIT_STATUS = ("Exit status: 0 ok / stopped by SIGTERM; 1 failed while running; 2 usage or "
-               "configuration error (names the file and key); 3 state directory or control "
-               "socket in use by a running daemon.")
+EXIT_STATUS = exit_epilog()
 
 
 def _run_parser() -> argparse.ArgumentParser:

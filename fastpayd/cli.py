@@ -8,7 +8,8 @@ Each command is a ``do_<verb>`` method of :class:`Cli`; its docstring is its hel
 arguments are declared next to it.  The global options may come before or after the
 command.  ``--json`` prints the daemon's answer as one JSON object (progress first, as
 JSON lines); otherwise a short human summary.  Every failure prints one line on stderr
-and exits with a status of :data:`EXIT_CODES` (docs/config.md) -- never a traceback.
+and exits with a status of the one table, :data:`fastpayd.errors.EXIT_CODES` (docs/cli.md,
+shared with ``fastpayd``) -- never a traceback.
 """
 
 from __future__ import annotations
@@ -24,23 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from fastpayd.control import control_request
+from fastpayd.errors import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_PIPE,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    exit_epilog,
+)
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_TIMEOUT = 4
-EXIT_INTERRUPTED = 130
-EXIT_PIPE = 141
-EXIT_CODES = {
-    0: "ok",
-    EXIT_REFUSED: "the daemon refused (its error code is printed), or a bug (said so)",
-    EXIT_USAGE: "usage: bad arguments or options, unknown command, unreadable config",
-    EXIT_UNREACHABLE: "no daemon answers on the control socket",
-    EXIT_TIMEOUT: "the daemon answers but the command did not finish in time",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-    EXIT_PIPE: "the output was closed early (e.g. '| head')",
-}
-EXIT_EPILOG = "Exit status: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+EXIT_EPILOG = exit_epilog()
 
 
 class CliError(Exception):
