@@ -26,7 +26,7 @@ from typing import Any
 
 from fastpayd.control import control_request
 from fastpayd.errors import (
-    EXIT_CODES,  # noqa: F401 - re-exported: the table the CLI's exit statuses follow
+    EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_PIPE,
     EXIT_REFUSED,
@@ -421,15 +421,27 @@ class Cli:
 
     @_args((("topic",), {"nargs": "?", "metavar": "COMMAND", "help": "a command"}))
     async def do_help(self, args: argparse.Namespace) -> None:
-        """Show the commands, or one COMMAND's help."""
+        """Show the commands, or one COMMAND's help (--json: the same as one object)."""
         parser = _parser()
+        choices = _subparsers(parser).choices
         if args.topic is None:
-            parser.print_help()
+            if self.as_json:
+                print(json.dumps({"ok": True, "commands": {
+                    name: (inspect.getdoc(getattr(Cli, "do_" + name.replace("-", "_")))
+                           or "").split("\n\n")[0].replace("\n", " ")
+                    for name in sorted(choices)},
+                    "exit_codes": {str(k): v for k, v in EXIT_CODES.items()}}), flush=True)
+            else:
+                parser.print_help()
             return
-        sub = _subparsers(parser).choices.get(args.topic)
+        sub = choices.get(args.topic)
         if sub is None:
             raise CliError(f"no command {args.topic!r}; 'fastpay help' lists them", EXIT_USAGE)
-        sub.print_help()
+        if self.as_json:
+            print(json.dumps({"ok": True, "command": args.topic, "usage": sub.format_usage(),
+                              "help": sub.format_help()}), flush=True)
+        else:
+            sub.print_help()
 
 
 def _wait_target(args: argparse.Namespace) -> str:
