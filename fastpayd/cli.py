@@ -35,6 +35,7 @@ from fastpayd.errors import (
     EXIT_USAGE,
     exit_epilog,
 )
+from fastpayd.fswatch import PathWatch
 from fastpayd.waits import TRANSFER_STATES, WAIT_FOR
 
 EXIT_EPILOG = exit_epilog()
@@ -303,24 +304,36 @@ class Cli:
         ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            try:
-                return await control_request(self.socket, {"cmd": "status"},
-                                             max(0.1, deadline - loop.time()))
-            except (FileNotFoundError, ConnectionRefusedError):
-                pass  # not listening yet: the daemon creates the socket when it is ready
-            except (TimeoutError, OSError, ValueError):
-                pass
-            if loop.time() >= deadline:
-                raise CliError(f"no fastpayd ready on {self.socket} within {timeout:g} s",
-                               EXIT_TIMEOUT)
-            await asyncio.sleep(0.1)
+        refused = 0  # connections refused since the socket last changed
+        async with PathWatch(self.socket) as watch:
+            while True:
+                try:
+                    return await control_request(self.socket, {"cmd": "status"},
+                                                 max(0.1, deadline - loop.time()))
+                except FileNotFoundError:
+                    refused = 0  # not there yet: the daemon creates it once it is up
+                except ConnectionRefusedError:
+                    refused += 1  # left by a dead daemon, or bound and not yet listening
+                except (TimeoutError, OSError, ValueError):
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise CliError(f"no fastpayd ready on {self.socket} within "
+                                   f"{timeout:g} s", EXIT_TIMEOUT)
+                # Woken when the socket's directory changes.  Right after the socket
+                # appeared, a refusal may be the instant between bind() and listen(),
+                # which no file event follows: look again a few times, soon.
+                if 0 < refused <= 5:
+                    remaining = min(remaining, 0.01 * 2 ** refused)
+                if await watch.changed(remaining):
+                    refused = 0
 
     @_args((("--timeout",), {"type": _seconds, "default": 60.0,
                              "help": "seconds (default 60)"}))
     async def do_wait_ready(self, args: argparse.Namespace) -> None:
         """Wait until the daemon answers on its control socket (it opens the socket only
-        once its state, link and session are up).  Exit 4 if not within --timeout."""
+        once its state, link and session are up; woken by the socket's creation, no
+        polling).  Exit 4 if not within --timeout."""
         a = await self._ready(args.timeout)
         if self.as_json:
             print(json.dumps(a), flush=True)
