@@ -14,7 +14,7 @@ a typed ``BadRequest`` answer, never a traceback, and the socket keeps serving. 
 ``MAX_CLIENTS`` connections are served at once (more get ``Busy`` and are closed), and
 a connection that sends no request for ``IDLE_TIMEOUT`` seconds gets ``Timeout`` and is
 closed (a command running for longer is not affected).  A long-poll (``wait``) ends as
-soon as its caller hangs up (:func:`caller_hung_up`), so it holds no slot for nobody.
+soon as its caller hangs up (:func:`unless_hung_up`), so it holds no slot for nobody.
 
 Commands are the ``do_<verb>(request, progress)`` coroutines of the node object passed in
 (:class:`fastpayd.node.Node` and subclasses), so adding a command is adding a method; its
@@ -105,14 +105,27 @@ def caller_gone() -> bool:
 async def caller_hung_up() -> None:
     """Inside a command: return once the caller closed (or half-closed) its connection.
 
-    A long-poll races its wait against this, so a caller killed by Ctrl-C frees its
-    connection slot at once instead of at the wait's timeout.  (Outside a command, or on
-    a reader of another kind, it never returns.)"""
+    (Outside a command, or on a reader of another kind, it never returns.)"""
     reader = _caller.get()
     if isinstance(reader, _Reader):
         await reader.hung_up.wait()
     else:
         await asyncio.Event().wait()
+
+
+async def unless_hung_up(awaitable: Awaitable[Any]) -> bool:
+    """Inside a command: await ``awaitable`` unless the caller hangs up first; return
+    True if it did.  Long-polls (``wait``, ``events`` with ``wait``) race their sleep
+    against the caller, so a caller killed by Ctrl-C frees its connection slot at once
+    instead of at the poll's timeout."""
+    tasks = [asyncio.ensure_future(awaitable), asyncio.ensure_future(caller_hung_up())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return tasks[1] in done
 
 
 class ControlError(FastpaydError):

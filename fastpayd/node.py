@@ -31,7 +31,13 @@ from fastpayd.config import (
     load_committee_file,
     load_node_config,
 )
-from fastpayd.control import ControlError, ControlServer, ControlSocketInUse, Progress
+from fastpayd.control import (
+    ControlError,
+    ControlServer,
+    ControlSocketInUse,
+    Progress,
+    unless_hung_up,
+)
 from fastpayd.database import Database
 from fastpayd.events import EventLog
 from fastpayd.keys import KeyFileError, read_key
@@ -277,7 +283,8 @@ class Node:
         if wait is not None and wait is not False:
             if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
                 raise ControlError("BadRequest", "wait is a number of seconds >= 0")
-            await self.events.wait_after(since, float(wait))
+            if await unless_hung_up(self.events.wait_after(since, float(wait))):
+                raise ControlError("Gone", "the caller closed the connection")
         return {"events": self.events.since(since, limit), "last_seq": self.events.last_seq}
 
     async def do_wait(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:

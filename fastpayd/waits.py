@@ -26,7 +26,7 @@ transfer's outcome.  Each event that concerns the wait is also sent as a progres
   daemon, so that wait goes on), ``TransferCertified`` while waiting for a failure.
 
 Before answering, what the answer reports is made durable (a balance shown is on disk).
-A caller that hangs up ends its wait at once (:func:`fastpayd.control.caller_hung_up`).
+A caller that hangs up ends its wait at once (:func:`fastpayd.control.unless_hung_up`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastpayd.control import ControlError, Progress, caller_hung_up
+from fastpayd.control import ControlError, Progress, unless_hung_up
 
 WAIT_FOR = ("ready", "payment", "transfer")
 TRANSFER_STATES = ("certified", "final", "completed", "failed")
@@ -258,17 +258,5 @@ async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[s
         if remaining <= 0:
             raise ControlError("Timeout", f"waited {float(timeout):g} s for "
                                f"{watch.waiting_for()}")
-        if await _first_of(node.events.wait_after(cursor, remaining), caller_hung_up()):
+        if await unless_hung_up(node.events.wait_after(cursor, remaining)):
             raise ControlError("Gone", "the caller closed the connection")
-
-
-async def _first_of(wake: Any, hung_up: Any) -> bool:
-    """Await ``wake`` (an event, or the timeout) or ``hung_up``; True if the caller went."""
-    tasks = [asyncio.ensure_future(wake), asyncio.ensure_future(hung_up)]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return tasks[1] in done

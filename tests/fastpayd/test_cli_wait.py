@@ -172,17 +172,23 @@ def test_wait_interrupted_exits_130_and_frees_the_daemon(net: Path) -> None:
     async def hang_up_every_slot() -> dict[str, Any]:
         sock = net / "run" / "client1.sock"
         writers = []
-        for _ in range(MAX_CLIENTS):  # every control slot in a long wait ...
+        for _ in range(MAX_CLIENTS // 2):  # every control slot in a long wait ...
             reader, writer = await asyncio.open_unix_connection(str(sock))
             writer.write(json.dumps({"cmd": "wait", "for": "payment", "timeout": 600,
                                      "progress": True}).encode() + b"\n")
             assert b'"waiting"' in await reader.readline()
             writers.append(writer)
+        last = (await control_request(sock, {"cmd": "events", "limit": 0}, 30))["last_seq"]
+        for _ in range(MAX_CLIENTS - len(writers)):  # ... or an events --follow long-poll
+            reader, writer = await asyncio.open_unix_connection(str(sock))
+            writer.write(json.dumps({"cmd": "events", "since": last, "wait": 600}
+                                    ).encode() + b"\n")
+            writers.append(writer)
         busy = await control_request(sock, {"cmd": "status"}, 30)
         assert busy["error"]["code"] == "Busy", busy
         for writer in writers:  # ... then every caller hangs up (Ctrl-C)
             writer.close()
-        # The daemon ends each wait as its caller hangs up, not at the 600 s timeout.
+        # The daemon ends each long-poll as its caller hangs up, not at the 600 s timeout.
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             try:
