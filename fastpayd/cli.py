@@ -41,10 +41,18 @@ from fastpayd.waits import TRANSFER_STATES, WAIT_FOR
 EXIT_EPILOG = exit_epilog()
 
 
+# The error code a CLI-side failure carries in its --json object, by exit status.
+_CLI_CODES = {EXIT_USAGE: "Usage", EXIT_UNREACHABLE: "Unreachable", EXIT_TIMEOUT: "Timeout"}
+
+
 class CliError(Exception):
-    def __init__(self, message: str, status: int) -> None:
+    """A failure to print as one line and exit with ``status``; ``shown``: the daemon's
+    error answer is on stdout already (--json)."""
+
+    def __init__(self, message: str, status: int, shown: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.shown = shown
 
 
 def _args(*specs: tuple[tuple[str, ...], dict[str, Any]]) -> Callable[[Any], Any]:
@@ -111,7 +119,8 @@ class Cli:
             err = answer.get("error") or {}
             code = err.get("code", "Error")
             raise CliError(f"{code}: {err.get('message', '')}",
-                           EXIT_TIMEOUT if code == "Timeout" else EXIT_REFUSED)
+                           EXIT_TIMEOUT if code == "Timeout" else EXIT_REFUSED,
+                           shown=self.as_json and echo)
         return answer
 
     # -- commands ---------------------------------------------------------------------
@@ -561,6 +570,10 @@ def _main(argv: list[str] | None) -> int:
         asyncio.run(getattr(cli, f"do_{args.command.replace('-', '_')}")(args))
     except CliError as exc:
         print(f"fastpay: {exc}", file=sys.stderr)
+        if args.json and not exc.shown:  # the last stdout line is an object, always
+            print(json.dumps({"ok": False, "error": {
+                "code": _CLI_CODES.get(exc.status, "Error"), "message": str(exc)}}),
+                flush=True)
         return exc.status
     return 0
 

@@ -192,3 +192,18 @@ def test_fastpayd_json_commands(tmp_path: Path) -> None:
     assert answer["error"]["code"] == "NotReady"
     for row in answer["nodes"]:
         check("testnet status row", row, top=False)
+
+
+def test_json_errors_are_objects_too(tmp_path: Path) -> None:
+    """With --json the last stdout line is an object even when the CLI itself fails."""
+    for args, status, code in [
+        (("--socket", str(tmp_path / "none.sock"), "status"), 3, "Unreachable"),
+        (("--socket", str(tmp_path / "none.sock"), "wait-ready", "--timeout", "0.2"), 4,
+         "Timeout"),
+        (("help", "nosuch"), 2, "Usage"),
+    ]:
+        out = fastpay(*args, "--json")
+        assert out.returncode == status, out
+        answer = json.loads(out.stdout.splitlines()[-1])
+        assert answer == {"ok": False, "error": {"code": code, "message": answer["error"][
+            "message"]}} and isinstance(answer["error"]["message"], str), answer
