@@ -562,11 +562,11 @@ def _free_base() -> int:
 
 
 def test_help_documents_exit_status() -> None:
-    for args in ([], ["keygen"], ["testnet"]):
+    for args in ([], ["keygen"], ["testnet"], ["testnet", "up"], ["testnet", "down"]):
         out = _run_fastpayd(*args, "--help")
         assert out.returncode == 0
-        assert "Exit status" in out.stdout and "3 state directory" in " ".join(
-            out.stdout.split())
+        assert "Exit status" in out.stdout and "5 in use: another running fastpayd holds " \
+            "this state directory" in " ".join(out.stdout.split())
 
 
 def test_role_flag_mismatch_exit_2(make_testnet) -> None:
