@@ -366,7 +366,8 @@ class Cli:
                              "help": "payment: until the balance is at least N"}),
            (("--since",), {"type": _count(0), "metavar": "EVENT",
                            "help": "payment: count payments after this event seq too "
-                                   "(default: from now)"}),
+                                   "(default: from now; an answer's last_seq is the "
+                                   "next wait's --since)"}),
            (("--timeout",), {"type": _seconds, "default": 60.0,
                              "help": "seconds (default 60); then exit 4"}))
     async def do_wait(self, args: argparse.Namespace) -> None:

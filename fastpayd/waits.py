@@ -243,20 +243,28 @@ async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[s
         cursor = node.events.last_seq
     progress({"step": "waiting", "state": watch.state, "balance": node.state.balance,
               "event": None})
-    while True:
+    answer = watch.outcome()
+    while answer is None:
+        # Event by event, so that last_seq is where the condition came true: the next
+        # wait's `since`, which then misses nothing.
         for event in node.events.since(cursor):
             cursor = max(cursor, int(event["seq"]))
             if watch.feed(event):
                 progress({"step": str(event["event"]), "state": watch.state,
                           "balance": node.state.balance,
                           "event": {k: v for k, v in event.items() if k not in _INTERNAL}})
-        answer = watch.outcome()
+                answer = watch.outcome()
+                if answer is not None:
+                    break
+        else:
+            answer = watch.outcome()
         if answer is not None:
-            await node.db.durable()
-            return {"for": what, "last_seq": cursor, **answer}
+            break
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise ControlError("Timeout", f"waited {float(timeout):g} s for "
                                f"{watch.waiting_for()}")
         if await unless_hung_up(node.events.wait_after(cursor, remaining)):
             raise ControlError("Gone", "the caller closed the connection")
+    await node.db.durable()
+    return {"for": what, "last_seq": cursor, **answer}

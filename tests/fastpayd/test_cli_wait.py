@@ -247,3 +247,23 @@ def test_wait_transfer_final_after_unreachable_authorities_return(tmp_path: Path
         assert lines[-1]["state"] in ("final", "completed") and len(lines[-1]["confirmed"]) >= 3
         steps = {line["progress"]["step"] for line in lines[:-1]}
         assert "certificate_formed" in steps, steps
+
+
+def test_wait_payment_since_misses_nothing_between_waits(net: Path) -> None:
+    """A loop of `wait payment --since LAST_SEQ` sees every payment, also those that
+    landed while no wait was running."""
+    client1 = cfg(net, "client1")
+    first = fastpay("--config", client1, "--json", "wait", "payment", "--balance", "0")
+    cursor = json.loads(first.stdout.splitlines()[-1])["last_seq"]
+    pay(net, "client0", "client1", 11)  # nobody waits now
+    pay(net, "client0", "client1", 12)
+    seen = []
+    for _ in range(2):
+        out = fastpay("--config", client1, "--json", "wait", "payment", "--since",
+                      str(cursor), "--from", "client0", "--timeout", "30")
+        assert out.returncode == 0, out
+        answer = json.loads(out.stdout.splitlines()[-1])
+        seen.append(answer["payment"]["amount"])
+        assert answer["last_seq"] == answer["payment"]["event_seq"]
+        cursor = answer["last_seq"]
+    assert seen == [11, 12]
