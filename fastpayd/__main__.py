@@ -3,30 +3,39 @@
 ::
 
     fastpayd [--role authority|client] --config FILE.toml     run a node until SIGTERM
-    fastpayd keygen OUT.key [--force]                          write a new key (0600)
+    fastpayd keygen OUT.key [--force] [--json]                 write a new key (0600)
     fastpayd testnet --authorities N --clients M --balance B --out DIR
-                     [--base-port P] [--host H] [--seed HEX] [--force]
-    fastpayd testnet up DIR [--authorities N --clients M --balance B] [--timeout S]
-    fastpayd testnet status DIR
-    fastpayd testnet down DIR [--timeout S]
+                     [--base-port P] [--host H] [--seed HEX] [--force] [--json]
+    fastpayd testnet up DIR [--authorities N --clients M --balance B] [--timeout S] [--json]
+    fastpayd testnet status DIR [--json]
+    fastpayd testnet down DIR [--timeout S] [--json]
 
-Mistakes print one line and exit nonzero; no tracebacks.  Exit status, for every form:
-0 success; 1 failure while running or writing files; 2 usage or configuration error (bad
-arguments, config/committee/key file, state directory; the message names the file and
-the key; keygen/testnet: a file that would be overwritten, a missing directory); 3 the
-state directory or control socket is in use by a running daemon.  (docs/config.md.)
+Mistakes print one line and exit nonzero; no tracebacks.  ``--json`` (keygen, testnet)
+prints the outcome as one JSON object on stdout (docs/cli.md).  Exit status: the one table
+of :data:`fastpayd.errors.EXIT_CODES`, shared with ``fastpay`` (docs/cli.md): 0 success;
+1 failure while running or writing files; 2 usage or configuration error (the message
+names the file and the key); 4 ``testnet up`` not ready in time; 5 the state directory or
+control socket is in use by a running daemon.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
+
+from fastpayd.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    exit_epilog,
+)
 
 SUBCOMMANDS = ("keygen", "testnet")
-EXIT_STATUS = ("Exit status: 0 ok / stopped by SIGTERM; 1 failed while running; 2 usage or "
-               "configuration error (names the file and key); 3 state directory or control "
-               "socket in use by a running daemon.")
+EXIT_STATUS = exit_epilog()
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -42,6 +51,41 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Out:
+    """Where a subcommand's results go: text lines, or (``--json``) one JSON object on
+    stdout, the last line, after ``{"progress": {...}}`` lines."""
+
+    def __init__(self, prog: str, as_json: bool) -> None:
+        self.prog = prog
+        self.as_json = as_json
+
+    def say(self, line: str) -> None:
+        if not self.as_json:
+            print(line, flush=True)
+
+    def step(self, info: dict[str, Any]) -> None:
+        if self.as_json:
+            print(json.dumps({"progress": info}), flush=True)
+
+    def done(self, answer: dict[str, Any]) -> None:
+        if self.as_json:
+            print(json.dumps({"ok": True, **answer}), flush=True)
+
+    def fail(self, message: str, code: str, status: int) -> int:
+        """One line on stderr (and the error object on stdout with --json); ``status``."""
+        print(f"{self.prog}: {message}", file=sys.stderr, flush=True)
+        if self.as_json:
+            print(json.dumps({"ok": False, "error": {"code": code, "message": message}}),
+                  flush=True)
+        return status
+
+
+def _json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the outcome as one JSON object (progress as JSON lines "
+                   "first; docs/cli.md)")
+
+
 def _keygen(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="fastpayd keygen",
                                 description="Write a new Ed25519 key (hex seed, mode 0600) and "
@@ -49,20 +93,23 @@ def _keygen(argv: list[str]) -> int:
                                 epilog="The directory must exist. " + EXIT_STATUS)
     p.add_argument("out", metavar="OUT.key", type=Path)
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _json_option(p)
     args = p.parse_args(argv)
+    from fastpayd import address
     from fastpayd.keys import KeyFileError, write_key
     from protocol import KeyPair
 
+    out = _Out("fastpayd keygen", args.json)
     kp = KeyPair.generate()
     try:
         write_key(args.out, kp, overwrite=args.force)
     except KeyFileError as exc:
-        print(f"fastpayd keygen: {exc}", file=sys.stderr)
-        return exc.exit_status
+        return out.fail(str(exc), exc.code, exc.exit_status)
     except OSError as exc:
-        print(f"fastpayd keygen: {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out} (public key / address {kp.public_key.hex()})")
+        return out.fail(f"{args.out}: {exc.strerror or exc}", "OSError", EXIT_FAILURE)
+    out.say(f"wrote {args.out} (public key / address {kp.public_key.hex()})")
+    out.done({"path": str(args.out), "address": kp.public_key.hex(),
+              "fp_address": address.encode(kp.public_key)})
     return 0
 
 
@@ -74,6 +121,15 @@ def _positive(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def _node_rows(nodes: list[Any]) -> list[dict[str, Any]]:
+    """``testnet``'s written nodes (fastpayd.testnet.NodeFiles) as JSON rows."""
+    from fastpayd import address
+
+    return [{"name": n.name, "role": n.role, "config": str(n.config), "key": str(n.key),
+             "address": n.public_key.hex(), "fp_address": address.encode(n.public_key),
+             "endpoint": n.endpoint} for n in nodes]
 
 
 def _testnet(argv: list[str]) -> int:
@@ -97,32 +153,32 @@ def _testnet(argv: list[str]) -> int:
     p.add_argument("--seed", help="hex seed: derive every key from it (reproducible network)")
     p.add_argument("--force", action="store_true",
                    help="overwrite existing keys and delete the nodes' old state")
+    _json_option(p)
     args = p.parse_args(argv)
-    from fastpayd.errors import EXIT_CONFIG, FastpaydError
+    from fastpayd.errors import FastpaydError
     from fastpayd.testnet import generate_testnet
 
+    out = _Out("fastpayd testnet", args.json)
     seed = None
     if args.seed is not None:
         try:
             seed = bytes.fromhex(args.seed)
         except ValueError:
-            print("fastpayd testnet: --seed must be hex", file=sys.stderr)
-            return 2
+            return out.fail("--seed must be hex", "BadArgument", EXIT_USAGE)
     try:
-        generate_testnet(
+        nodes = generate_testnet(
             args.out, authorities=args.authorities, clients=args.clients, balance=args.balance,
             base_port=args.base_port, host=args.host, seed=seed, overwrite=args.force,
-            progress=lambda line: print(line, flush=True),
+            progress=out.say,
         )
     except ValueError as exc:
-        print(f"fastpayd testnet: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return out.fail(str(exc), "BadArgument", EXIT_CONFIG)
     except FastpaydError as exc:
-        print(f"fastpayd testnet: {exc}", file=sys.stderr)
-        return exc.exit_status
+        return out.fail(str(exc), exc.code, exc.exit_status)
     except OSError as exc:
-        print(f"fastpayd testnet: {exc}", file=sys.stderr)
-        return 1
+        return out.fail(str(exc), "OSError", EXIT_FAILURE)
+    out.done({"dir": str(args.out), "committee": str(args.out / "committee.toml"),
+              "nodes": _node_rows(nodes)})
     return 0
 
 
@@ -159,36 +215,59 @@ def _localnet(verb: str, argv: list[str]) -> int:
                        help="when generating (default 1000)")
     if verb in ("up", "down"):
         p.add_argument("--timeout", type=_seconds, default=60.0 if verb == "up" else 20.0,
-                       metavar="S", help="seconds to wait for the nodes")
+                       metavar="S", help="seconds to wait for the nodes"
+                       + (" (then exit 4)" if verb == "up" else ""))
+    _json_option(p)
     args = p.parse_args(argv)
     from fastpayd import localnet
     from fastpayd.errors import FastpaydError
     from fastpayd.testnet import generate_testnet
 
-    def say(line: str) -> None:
-        print(line, flush=True)
-
+    out = _Out(f"fastpayd testnet {verb}", args.json)
     try:
         if verb == "up":
-            if not (args.dir / "committee.toml").exists():
-                generate_testnet(args.dir, authorities=args.authorities,
-                                 clients=args.clients, balance=args.balance, progress=say)
-            localnet.up(args.dir, args.timeout, say)
-            say(f"network up: fastpay --config {args.dir}/client0.toml status")
+            generated = not (args.dir / "committee.toml").exists()
+            if generated:
+                nodes = generate_testnet(args.dir, authorities=args.authorities,
+                                         clients=args.clients, balance=args.balance,
+                                         progress=out.say)
+                for node in nodes:
+                    out.step({"node": node.name, "step": "generated", "pid": None})
+            localnet.up(args.dir, args.timeout, out.say, out.step)
+            out.say(f"network up: fastpay --config {args.dir}/client0.toml status")
+            out.done({"dir": str(args.dir), "generated": generated,
+                      "nodes": localnet.status_rows(args.dir)})
         elif verb == "status":
-            if not localnet.status(args.dir, say):
-                return 1
+            rows = localnet.status_rows(args.dir)
+            for r in rows:
+                out.say(f"{r['name']:10} {r['state']:24} pid {r['pid'] or '-'}  "
+                        f"socket {r['socket']}")
+            down = [r["name"] for r in rows if r["state"] != "ready"]
+            if args.json:
+                answer: dict[str, Any] = {"ok": not down, "dir": str(args.dir), "nodes": rows}
+                if down:
+                    answer["error"] = {"code": "NotReady",
+                                       "message": f"not ready: {', '.join(down)}"}
+                print(json.dumps(answer), flush=True)
+            if down:
+                return EXIT_FAILURE
         else:
-            localnet.down(args.dir, args.timeout, say)
+            done: dict[str, list[str]] = {"stopped": [], "killed": []}
+
+            def step(info: dict[str, Any]) -> None:
+                done[str(info["step"])].append(str(info["node"]))
+                out.step(info)
+
+            localnet.down(args.dir, args.timeout, out.say, step)
+            out.done({"dir": str(args.dir), **done})
+    except localnet.LocalNetTimeout as exc:
+        return out.fail(str(exc), "Timeout", EXIT_TIMEOUT)
     except localnet.LocalNetError as exc:
-        print(f"fastpayd testnet {verb}: {exc}", file=sys.stderr)
-        return 1
+        return out.fail(str(exc), "LocalNetError", EXIT_FAILURE)
     except FastpaydError as exc:
-        print(f"fastpayd testnet {verb}: {exc}", file=sys.stderr)
-        return exc.exit_status
+        return out.fail(str(exc), exc.code, exc.exit_status)
     except (OSError, ValueError) as exc:
-        print(f"fastpayd testnet {verb}: {exc}", file=sys.stderr)
-        return 1
+        return out.fail(str(exc), type(exc).__name__, EXIT_FAILURE)
     return 0
 
 

@@ -8,7 +8,8 @@ Each command is a ``do_<verb>`` method of :class:`Cli`; its docstring is its hel
 arguments are declared next to it.  The global options may come before or after the
 command.  ``--json`` prints the daemon's answer as one JSON object (progress first, as
 JSON lines); otherwise a short human summary.  Every failure prints one line on stderr
-and exits with a status of :data:`EXIT_CODES` (docs/config.md) -- never a traceback.
+and exits with a status of the one table, :data:`fastpayd.errors.EXIT_CODES` (docs/cli.md,
+shared with ``fastpayd``) -- never a traceback.
 """
 
 from __future__ import annotations
@@ -24,29 +25,34 @@ from pathlib import Path
 from typing import Any
 
 from fastpayd.control import control_request
+from fastpayd.errors import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_PIPE,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    exit_epilog,
+)
+from fastpayd.fswatch import PathWatch
+from fastpayd.waits import TRANSFER_STATES, WAIT_FOR
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_TIMEOUT = 4
-EXIT_INTERRUPTED = 130
-EXIT_PIPE = 141
-EXIT_CODES = {
-    0: "ok",
-    EXIT_REFUSED: "the daemon refused (its error code is printed), or a bug (said so)",
-    EXIT_USAGE: "usage: bad arguments or options, unknown command, unreadable config",
-    EXIT_UNREACHABLE: "no daemon answers on the control socket",
-    EXIT_TIMEOUT: "the daemon answers but the command did not finish in time",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-    EXIT_PIPE: "the output was closed early (e.g. '| head')",
-}
-EXIT_EPILOG = "Exit status: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+EXIT_EPILOG = exit_epilog()
+
+
+# The error code a CLI-side failure carries in its --json object, by exit status.
+_CLI_CODES = {EXIT_USAGE: "Usage", EXIT_UNREACHABLE: "Unreachable", EXIT_TIMEOUT: "Timeout"}
 
 
 class CliError(Exception):
-    def __init__(self, message: str, status: int) -> None:
+    """A failure to print as one line and exit with ``status``; ``shown``: the daemon's
+    error answer is on stdout already (--json)."""
+
+    def __init__(self, message: str, status: int, shown: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.shown = shown
 
 
 def _args(*specs: tuple[tuple[str, ...], dict[str, Any]]) -> Callable[[Any], Any]:
@@ -113,7 +119,8 @@ class Cli:
             err = answer.get("error") or {}
             code = err.get("code", "Error")
             raise CliError(f"{code}: {err.get('message', '')}",
-                           EXIT_TIMEOUT if code == "Timeout" else EXIT_REFUSED)
+                           EXIT_TIMEOUT if code == "Timeout" else EXIT_REFUSED,
+                           shown=self.as_json and echo)
         return answer
 
     # -- commands ---------------------------------------------------------------------
@@ -308,42 +315,182 @@ class Cli:
         if not self.as_json:
             print("reloaded: " + (", ".join(a["changed"]) or "nothing changed"))
 
+    async def _ready(self, timeout: float) -> dict[str, Any]:
+        """The daemon's ``status`` once it answers on its socket; CliError(4) after
+        ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        refused = 0  # connections refused since the socket last changed
+        async with PathWatch(self.socket) as watch:
+            while True:
+                try:
+                    return await control_request(self.socket, {"cmd": "status"},
+                                                 max(0.1, deadline - loop.time()))
+                except FileNotFoundError:
+                    refused = 0  # not there yet: the daemon creates it once it is up
+                except ConnectionRefusedError:
+                    refused += 1  # left by a dead daemon, or bound and not yet listening
+                except (TimeoutError, OSError, ValueError):
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise CliError(f"no fastpayd ready on {self.socket} within "
+                                   f"{timeout:g} s", EXIT_TIMEOUT)
+                # Woken when the socket's directory changes.  Right after the socket
+                # appeared, a refusal may be the instant between bind() and listen(),
+                # which no file event follows: look again a few times, soon.
+                if 0 < refused <= 5:
+                    remaining = min(remaining, 0.01 * 2 ** refused)
+                if await watch.changed(remaining):
+                    refused = 0
+
     @_args((("--timeout",), {"type": _seconds, "default": 60.0,
                              "help": "seconds (default 60)"}))
     async def do_wait_ready(self, args: argparse.Namespace) -> None:
         """Wait until the daemon answers on its control socket (it opens the socket only
-        once its state, link and session are up).  Exit 4 if not within --timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.timeout
-        while True:
-            try:
-                a = await control_request(self.socket, {"cmd": "status"},
-                                          max(0.1, deadline - loop.time()))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                pass  # not listening yet: the daemon creates the socket when it is ready
-            except (TimeoutError, OSError, ValueError):
-                pass
-            if loop.time() >= deadline:
-                raise CliError(f"no fastpayd ready on {self.socket} within {args.timeout:g} s",
-                               EXIT_TIMEOUT)
-            await asyncio.sleep(0.1)
+        once its state, link and session are up; woken by the socket's creation, no
+        polling).  Exit 4 if not within --timeout."""
+        a = await self._ready(args.timeout)
         if self.as_json:
             print(json.dumps(a), flush=True)
         else:
             print(f"{a['name']} ({a['role']}) ready, pid {a['pid']}")
 
+    @_args((("what",), {"choices": WAIT_FOR, "metavar": "ready|payment|transfer",
+                        "help": "what to wait for"}),
+           (("sequence_number",), {"nargs": "?", "type": _count(0), "metavar": "SEQ",
+                                   "help": "transfer: its sequence number (default: the "
+                                           "latest transfer)"}),
+           (("--ticket",), {"type": _count(1), "help": "transfer: the ticket a transfer "
+                                                       "answered with (instead of SEQ)"}),
+           (("--state",), {"choices": TRANSFER_STATES, "help": "transfer: certified, final "
+                                                               "(default), completed, failed"}),
+           (("--from",), {"dest": "sender", "metavar": "ACCOUNT",
+                          "help": "payment: from this sender (name, fp1... or hex)"}),
+           (("--amount",), {"dest": "min_amount", "type": _count(1), "metavar": "N",
+                            "help": "payment: of at least N"}),
+           (("--balance",), {"type": _count(0), "metavar": "N",
+                             "help": "payment: until the balance is at least N"}),
+           (("--since",), {"type": _count(0), "metavar": "EVENT",
+                           "help": "payment: count payments after this event seq too "
+                                   "(default: from now; an answer's last_seq is the "
+                                   "next wait's --since)"}),
+           (("--timeout",), {"type": _seconds, "default": 60.0,
+                             "help": "seconds (default 60); then exit 4"}))
+    async def do_wait(self, args: argparse.Namespace) -> None:
+        """Wait for the daemon to be ready, a payment to arrive, or a transfer to reach a
+        state; the daemon answers when its own events say so (a long-poll, no polling).
+
+          fastpay wait ready
+          fastpay wait payment [--from ACCOUNT] [--amount N] [--balance N] [--since EVENT]
+          fastpay wait transfer [SEQ | --ticket T] [--state certified|final|completed|failed]
+
+        A payment counts if it is credited after the wait begins (or after event
+        --since), from --from, of at least --amount; --balance N waits until the balance
+        is at least N (with no other option, no new payment is needed).  A transfer
+        (default: the latest) is certified once its certificate exists, final once
+        confirmed at a quorum, completed once at every authority, failed on no quorum or
+        a refusal (short of a quorum because authorities were unreachable, the daemon
+        retries it: a wait for success goes on).  Progress goes to stderr (JSON lines on
+        stdout with --json).  Exit 0 when it holds, 4 after --timeout, 1 if it can no
+        longer happen (refused for good while waiting for success: TransferFailed;
+        certified while waiting for a failure: TransferCertified), 130 on Ctrl-C.
+        """
+        transfer_only = {"sequence_number": args.sequence_number, "--ticket": args.ticket,
+                         "--state": args.state}
+        payment_only = {"--from": args.sender, "--amount": args.min_amount,
+                        "--balance": args.balance, "--since": args.since}
+        for kind, options in (("transfer", transfer_only), ("payment", payment_only)):
+            wrong = [k if k.startswith("-") else "SEQ" for k, v in options.items()
+                     if v is not None and args.what != kind]
+            if wrong:
+                raise CliError(f"wait {args.what}: {', '.join(wrong)} is for 'wait {kind}'",
+                               EXIT_USAGE)
+        if args.sequence_number is not None and args.ticket is not None:
+            raise CliError("wait transfer: give SEQ or --ticket, not both", EXIT_USAGE)
+        if args.what == "ready":
+            await self._ready(args.timeout)  # the socket exists only once the daemon is up
+        req: dict[str, Any] = {"cmd": "wait", "for": args.what, "timeout": args.timeout}
+        for key in ("sequence_number", "ticket", "state", "sender", "min_amount",
+                    "balance", "since"):
+            if getattr(args, key) is not None:
+                req[key] = getattr(args, key)
+
+        def show(p: dict[str, Any]) -> None:
+            if self.as_json:
+                print(json.dumps({"progress": p}), flush=True)
+                return
+            if p.get("step") == "waiting":
+                return
+            event = p.get("event") or {}
+            detail = " ".join(f"{k}={v}" for k, v in event.items()
+                              if k not in ("seq", "event"))
+            now = f" (now {p['state']})" if p.get("state") else ""
+            print(f"  .. {p.get('step')} {detail}{now}", file=sys.stderr, flush=True)
+
+        if not self.as_json and args.what != "ready":
+            print(f"waiting for {_wait_target(args)} (up to {args.timeout:g} s) ...",
+                  file=sys.stderr, flush=True)
+        a = await self.call(req, args.timeout + 10.0, show)
+        if self.as_json:
+            return
+        if args.what == "ready":
+            st = a["status"]
+            print(f"{st['name']} ({st['role']}) ready, pid {st['pid']}")
+        elif args.what == "payment":
+            p = a["payment"]
+            got = (f"received {p['amount']} from {p['sender']} (#{p['sequence_number']}, "
+                   f"via {p['peer']}); " if p else "")
+            print(f"{got}balance {a['balance']}")
+        else:
+            where = (f" (confirmed at {', '.join(a['confirmed'])})" if a["confirmed"]
+                     else "")
+            why = f": {a['failure']}" if a.get("failure") else ""
+            print(f"transfer #{a['sequence_number']}: {a['state']}{where}{why}; "
+                  f"balance {a['balance']}")
+
     @_args((("topic",), {"nargs": "?", "metavar": "COMMAND", "help": "a command"}))
     async def do_help(self, args: argparse.Namespace) -> None:
-        """Show the commands, or one COMMAND's help."""
+        """Show the commands, or one COMMAND's help (--json: the same as one object)."""
         parser = _parser()
+        choices = _subparsers(parser).choices
         if args.topic is None:
-            parser.print_help()
+            if self.as_json:
+                print(json.dumps({"ok": True, "commands": {
+                    name: (inspect.getdoc(getattr(Cli, "do_" + name.replace("-", "_")))
+                           or "").split("\n\n")[0].replace("\n", " ")
+                    for name in sorted(choices)},
+                    "exit_codes": {str(k): v for k, v in EXIT_CODES.items()}}), flush=True)
+            else:
+                parser.print_help()
             return
-        sub = _subparsers(parser).choices.get(args.topic)
+        sub = choices.get(args.topic)
         if sub is None:
             raise CliError(f"no command {args.topic!r}; 'fastpay help' lists them", EXIT_USAGE)
-        sub.print_help()
+        if self.as_json:
+            print(json.dumps({"ok": True, "command": args.topic, "usage": sub.format_usage(),
+                              "help": sub.format_help()}), flush=True)
+        else:
+            sub.print_help()
+
+
+def _wait_target(args: argparse.Namespace) -> str:
+    """What ``fastpay wait`` waits for, in words (its first stderr line)."""
+    if args.what == "transfer":
+        which = (f"ticket {args.ticket}" if args.ticket is not None else
+                 f"#{args.sequence_number}" if args.sequence_number is not None
+                 else "(the latest)")
+        return f"transfer {which} to be {args.state or 'final'}"
+    parts = []
+    if args.sender is not None or args.min_amount is not None or args.balance is None:
+        parts.append("a payment")
+    if args.sender is not None:
+        parts.append(f"from {args.sender}")
+    if args.min_amount is not None:
+        parts.append(f"of at least {args.min_amount}")
+    if args.balance is not None:
+        parts.append(f"{'and ' if parts else ''}a balance of at least {args.balance}")
+    return " ".join(parts)
 
 
 def _progress_line(tr: dict[str, Any]) -> str:
@@ -431,6 +578,10 @@ def _main(argv: list[str] | None) -> int:
         asyncio.run(getattr(cli, f"do_{args.command.replace('-', '_')}")(args))
     except CliError as exc:
         print(f"fastpay: {exc}", file=sys.stderr)
+        if args.json and not exc.shown:  # the last stdout line is an object, always
+            print(json.dumps({"ok": False, "error": {
+                "code": _CLI_CODES.get(exc.status, "Error"), "message": str(exc)}}),
+                flush=True)
         return exc.status
     return 0
 

@@ -458,6 +458,7 @@ class ClientNode(Node):
                               for n in sorted(self.committee.names)},
             "balance": self.state.balance, "mobile": self.link_is_mobile,
             "accepted": seq is not None, "delivery": state.delivery,
+            "ticket": ticket,  # for `wait` (fastpayd.waits)
         }
         if (state.certified or answer["mobile"]) and seq is not None and not caller_gone():
             # Shown to somebody: typing the same transfer again now means paying again.

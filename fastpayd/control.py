@@ -13,7 +13,8 @@ every command shares (``FIELD_TYPES``) must have their documented types; each mi
 a typed ``BadRequest`` answer, never a traceback, and the socket keeps serving.  At most
 ``MAX_CLIENTS`` connections are served at once (more get ``Busy`` and are closed), and
 a connection that sends no request for ``IDLE_TIMEOUT`` seconds gets ``Timeout`` and is
-closed (a command running for longer is not affected).
+closed (a command running for longer is not affected).  A long-poll (``wait``) ends as
+soon as its caller hangs up (:func:`unless_hung_up`), so it holds no slot for nobody.
 
 Commands are the ``do_<verb>(request, progress)`` coroutines of the node object passed in
 (:class:`fastpayd.node.Node` and subclasses), so adding a command is adding a method; its
@@ -80,6 +81,18 @@ _caller: contextvars.ContextVar[asyncio.StreamReader | None] = contextvars.Conte
     "control_caller", default=None)
 
 
+class _Reader(asyncio.StreamReader):
+    """A connection's reader that also says, as an awaitable, when the caller hung up."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit=limit)
+        self.hung_up = asyncio.Event()
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        self.hung_up.set()
+
+
 def caller_gone() -> bool:
     """Inside a command: True once the client that sent it has closed its connection.
 
@@ -87,6 +100,32 @@ def caller_gone() -> bool:
     command uses it to tell "answered" from "answered to nobody"."""
     reader = _caller.get()
     return reader is not None and reader.at_eof()
+
+
+async def caller_hung_up() -> None:
+    """Inside a command: return once the caller closed (or half-closed) its connection.
+
+    (Outside a command, or on a reader of another kind, it never returns.)"""
+    reader = _caller.get()
+    if isinstance(reader, _Reader):
+        await reader.hung_up.wait()
+    else:
+        await asyncio.Event().wait()
+
+
+async def unless_hung_up(awaitable: Awaitable[Any]) -> bool:
+    """Inside a command: await ``awaitable`` unless the caller hangs up first; return
+    True if it did.  Long-polls (``wait``, ``events`` with ``wait``) race their sleep
+    against the caller, so a caller killed by Ctrl-C frees its connection slot at once
+    instead of at the poll's timeout."""
+    tasks = [asyncio.ensure_future(awaitable), asyncio.ensure_future(caller_hung_up())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return tasks[1] in done
 
 
 class ControlError(FastpaydError):
@@ -209,9 +248,12 @@ class ControlServer:
             os.unlink(self.path)  # left by a killed run: nobody listens on it
         old = os.umask(0o117)
         try:
-            self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_REQUEST_LINE
-            )
+            loop = asyncio.get_running_loop()
+
+            def protocol() -> asyncio.StreamReaderProtocol:  # start_unix_server's, own reader
+                return asyncio.StreamReaderProtocol(_Reader(MAX_REQUEST_LINE), self._serve)
+
+            self._server = await loop.create_unix_server(protocol, path=str(self.path))
         finally:
             os.umask(old)
 

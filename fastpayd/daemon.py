@@ -9,10 +9,10 @@
 * A storage failure (a COMMIT that raised) stops the node with exit status 1: replies
   cannot be released any more, and a restart rebuilds from the disk.
 
-Exit status (the table in docs/config.md): ``EXIT_OK`` 0 stopped by SIGTERM/SIGINT,
-``EXIT_FAILURE`` 1 failed while running (storage, link, I/O), ``EXIT_CONFIG`` 2 usage or
-configuration error (the message names the file and the key), ``EXIT_IN_USE`` 3 another
-running daemon holds this node's state directory or control socket.  Each
+Exit status (the one table, :data:`fastpayd.errors.EXIT_CODES`, docs/cli.md): ``EXIT_OK``
+0 stopped by SIGTERM/SIGINT, ``EXIT_FAILURE`` 1 failed while running (storage, link, I/O),
+``EXIT_CONFIG`` 2 usage or configuration error (the message names the file and the key),
+``EXIT_IN_USE`` 5 another running daemon holds this node's state directory or control socket.  Each
 :class:`~fastpayd.errors.FastpaydError` carries the status it means.
 """
 
@@ -26,7 +26,7 @@ import signal
 import sys
 
 from fastpayd.config import ConfigError, NodeConfig, load_node_config
-from fastpayd.errors import EXIT_CONFIG, EXIT_FAILURE, FastpaydError
+from fastpayd.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERRUPTED, FastpaydError
 from fastpayd.node import Node
 from fastpayd.notify import Notifier
 
@@ -143,4 +143,4 @@ def run(config_path: str, role: str | None) -> int:
         print(f"fastpayd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

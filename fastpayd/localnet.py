@@ -23,14 +23,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastpayd.control import control_request
 
 Say = Callable[[str], None]
+Step = Callable[[dict[str, Any]], None]  # the same progress, for --json: {"node", "step", ...}
+
+
+def _quiet(info: dict[str, Any]) -> None:
+    pass
 
 
 class LocalNetError(Exception):
     """A node of the network could not be started or stopped (the message says which)."""
+
+
+class LocalNetTimeout(LocalNetError):
+    """Nodes still not ready when ``up``'s timeout ran out (exit status 4)."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +90,11 @@ async def _answers(node: NodeProc, timeout: float = 2.0) -> bool:
     return bool(answer.get("ok"))
 
 
-def up(out: Path, timeout: float = 60.0, say: Say = print) -> list[NodeProc]:
+def up(out: Path, timeout: float = 60.0, say: Say = print,
+       step: Step = _quiet) -> list[NodeProc]:
     """Start every node not running yet and wait until all answer; LocalNetError if one
-    exits or is not ready within ``timeout`` seconds (the others keep running)."""
+    exits, LocalNetTimeout if one is not ready within ``timeout`` seconds (the others
+    keep running)."""
     nodes = nodes_of(out)
     if not nodes:
         raise LocalNetError(f"{out}: no node configs (generate one: fastpayd testnet up "
@@ -94,6 +106,7 @@ def up(out: Path, timeout: float = 60.0, say: Say = print) -> list[NodeProc]:
         pid = running_pid(node)
         if pid is not None:
             say(f"{node.name}: already running (pid {pid})")
+            step({"node": node.name, "step": "already_running", "pid": pid})
             continue
         with open(node.log_file, "ab") as log:
             proc = subprocess.Popen(
@@ -103,12 +116,13 @@ def up(out: Path, timeout: float = 60.0, say: Say = print) -> list[NodeProc]:
         node.pid_file.write_text(f"{proc.pid}\n")
         started[node.name] = proc
         say(f"{node.name}: started (pid {proc.pid}, log {node.log_file})")
-    asyncio.run(_wait_ready(nodes, started, timeout, say))
+        step({"node": node.name, "step": "started", "pid": proc.pid})
+    asyncio.run(_wait_ready(nodes, started, timeout, say, step))
     return nodes
 
 
 async def _wait_ready(nodes: list[NodeProc], started: dict[str, subprocess.Popen[bytes]],
-                      timeout: float, say: Say) -> None:
+                      timeout: float, say: Say, step: Step) -> None:
     deadline = time.monotonic() + timeout
     waiting = {n.name: n for n in nodes}
     while waiting:
@@ -122,30 +136,41 @@ async def _wait_ready(nodes: list[NodeProc], started: dict[str, subprocess.Popen
             if await _answers(node):
                 del waiting[name]
                 say(f"{name}: ready ({len(nodes) - len(waiting)}/{len(nodes)})")
+                step({"node": name, "step": "ready", "pid": running_pid(node)})
         if waiting and time.monotonic() > deadline:
-            raise LocalNetError(f"not ready within {timeout:g} s: {', '.join(waiting)} "
+            raise LocalNetTimeout(f"not ready within {timeout:g} s: {', '.join(waiting)} "
                                 "(see their logs in log/)")
         if waiting:
             await asyncio.sleep(0.1)
 
 
-def status(out: Path, say: Say = print) -> bool:
-    """Print one line per node; return whether every node runs and answers."""
+def status_rows(out: Path) -> list[dict[str, Any]]:
+    """One row per node: ``name``, ``state`` (ready / running, not answering / stopped),
+    ``pid`` (int or None), ``socket``, ``config``, ``log``."""
 
-    async def check() -> bool:
-        every = True
+    async def check() -> list[dict[str, Any]]:
+        rows = []
         for node in nodes_of(out):
             pid = running_pid(node)
             ok = pid is not None and await _answers(node)
-            every &= ok
-            state = ("ready" if ok else "running, not answering") if pid else "stopped"
-            say(f"{node.name:10} {state:24} pid {pid or '-'}  socket {node.socket}")
-        return every
+            rows.append({"name": node.name, "state": ("ready" if ok else
+                                                      "running, not answering")
+                         if pid else "stopped", "pid": pid, "socket": str(node.socket),
+                         "config": str(node.config), "log": str(node.log_file)})
+        return rows
 
     return asyncio.run(check())
 
 
-def down(out: Path, timeout: float = 20.0, say: Say = print) -> None:
+def status(out: Path, say: Say = print) -> bool:
+    """Print one line per node; return whether every node runs and answers."""
+    rows = status_rows(out)
+    for r in rows:
+        say(f"{r['name']:10} {r['state']:24} pid {r['pid'] or '-'}  socket {r['socket']}")
+    return all(r["state"] == "ready" for r in rows)
+
+
+def down(out: Path, timeout: float = 20.0, say: Say = print, step: Step = _quiet) -> None:
     """SIGTERM every running node and wait for it to exit (SIGKILL after ``timeout``)."""
     nodes = nodes_of(out)
     pids = {}
@@ -164,12 +189,14 @@ def down(out: Path, timeout: float = 20.0, say: Say = print) -> None:
                 node.pid_file.unlink(missing_ok=True)
                 del pids[name]
                 say(f"{name}: stopped")
+                step({"node": name, "step": "stopped", "pid": pid})
         if pids and time.monotonic() > deadline:
             for name, (node, pid) in pids.items():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 node.pid_file.unlink(missing_ok=True)
                 say(f"{name}: killed (no exit {timeout:g} s after SIGTERM)")
+                step({"node": name, "step": "killed", "pid": pid})
             return
         time.sleep(0.05)
     say("all stopped")

@@ -9,7 +9,7 @@ files close.  :func:`fastpayd.daemon.run` wraps it with signals and sd_notify.
 Subclasses (:class:`fastpayd.authority.AuthorityNode`, :class:`fastpayd.client.ClientNode`)
 provide ``_setup_state()``, the link's request handler ``handle(message, peer)`` and their
 ``do_<verb>`` control commands.  Common commands live here: ``status``, ``peers``,
-``events``.
+``events``, ``wait`` (:mod:`fastpayd.waits`), ``reload``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastpayd import address
+from fastpayd import address, waits
 from fastpayd.config import (
     CommitteeFile,
     ConfigError,
@@ -31,7 +31,13 @@ from fastpayd.config import (
     load_committee_file,
     load_node_config,
 )
-from fastpayd.control import ControlError, ControlServer, ControlSocketInUse, Progress
+from fastpayd.control import (
+    ControlError,
+    ControlServer,
+    ControlSocketInUse,
+    Progress,
+    unless_hung_up,
+)
 from fastpayd.database import Database
 from fastpayd.events import EventLog
 from fastpayd.keys import KeyFileError, read_key
@@ -277,8 +283,15 @@ class Node:
         if wait is not None and wait is not False:
             if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
                 raise ControlError("BadRequest", "wait is a number of seconds >= 0")
-            await self.events.wait_after(since, float(wait))
+            if await unless_hung_up(self.events.wait_after(since, float(wait))):
+                raise ControlError("Gone", "the caller closed the connection")
         return {"events": self.events.since(since, limit), "last_seq": self.events.last_seq}
+
+    async def do_wait(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Long-poll until `for` holds: `ready`; `payment` (client: `sender`, `min_amount`,
+        `balance`, `since`); `transfer` (client: `sequence_number` or `ticket`, `state`
+        certified/final/completed/failed).  `timeout` s (60), then `Timeout`."""
+        return await waits.wait(self, request, progress)
 
     async def do_reload(self, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
         """Reload the config like SIGHUP does."""

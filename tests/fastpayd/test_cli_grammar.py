@@ -141,3 +141,26 @@ def test_transfer_json_progress_lines(net: Path) -> None:
     assert all("progress" in line for line in lines[:-1]) and len(lines) > 2
     assert lines[-1]["ok"] is True and lines[-1]["certificate"] is True
     assert out.stderr == ""
+
+
+def test_one_exit_table_for_both_programs() -> None:
+    """docs/cli.md's table, fastpayd.errors.EXIT_CODES and both programs' --help agree:
+    a status means one thing whichever program ends with it."""
+    from fastpayd.errors import EXIT_CODES
+
+    text = (REPO / "docs" / "cli.md").read_text()
+    table = text.split("<!-- exit codes", 1)[1].split("\n\n", 1)[0]
+    documented = [int(row.split("|")[1]) for row in table.splitlines()
+                  if row.startswith("| ") and row.split("|")[1].strip().isdigit()]
+    assert documented == sorted(EXIT_CODES)
+    assert {0: "ok", 1: "refused", 2: "usage", 3: "unreachable", 4: "timeout",
+            130: "interrupted"}.items() <= {k: v.split()[0].rstrip(":") for k, v in
+                                            EXIT_CODES.items()}.items()
+    fastpay_help = fastpay("--help").stdout
+    daemon_help = subprocess.run([sys.executable, "-m", "fastpayd", "--help"], cwd=REPO,
+                                 env=subprocess_env(), capture_output=True, text=True,
+                                 timeout=DEADLINE).stdout
+    for code, meaning in EXIT_CODES.items():
+        words = f"{code} {meaning}".split()[:4]
+        assert " ".join(words) in " ".join(fastpay_help.split()), (code, fastpay_help)
+        assert " ".join(words) in " ".join(daemon_help.split()), (code, daemon_help)

@@ -5,9 +5,12 @@ stops it; ports are free ones, not 9100+."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from cli_helpers import fastpay, fastpayd, network_up, pids
+from cli_helpers import DEADLINE, fastpay, fastpayd, network_up, pids
+from fastpayd_helpers import REPO, subprocess_env
 
 
 def _alive(pid: int) -> bool:
@@ -46,3 +49,28 @@ def test_wait_ready_times_out_without_daemon(tmp_path: Path) -> None:
     out = fastpay("--socket", str(tmp_path / "none.sock"), "wait-ready", "--timeout", "0.5")
     assert out.returncode == 4 and "within 0.5 s" in out.stderr
     assert "Traceback" not in out.stderr and os.path.exists(tmp_path)
+
+
+def test_wait_ready_started_before_the_network(tmp_path: Path) -> None:
+    """`wait-ready` and `wait ready` typed before the daemons exist (their run/ directory
+    neither) return once `testnet up` has started them: woken by the socket's creation."""
+    net = tmp_path / "net"
+    made = fastpayd("testnet", "--authorities", "1", "--clients", "1", "--out", str(net))
+    assert made.returncode == 0 and not (net / "run").exists(), made
+    waiters = [subprocess.Popen(
+        [sys.executable, "-m", "fastpayd.cli", *args, "--config", str(net / "client0.toml"),
+         "--timeout", str(DEADLINE)], cwd=REPO, env=subprocess_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in (("wait-ready",), ("wait", "ready"))]
+    try:
+        with network_up(net) as up:
+            assert up.returncode == 0, up.stdout + up.stderr
+            for waiter in waiters:
+                out, err = waiter.communicate(timeout=DEADLINE)
+                assert waiter.returncode == 0, err
+                assert "client0 (client) ready" in out and err == ""
+    finally:
+        for waiter in waiters:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.communicate()

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from fastpayd_helpers import Daemon, LocalNet, subprocess_env
 
+from fastpayd.errors import EXIT_IN_USE
 from fastpayd.keys import read_key
 from protocol import (
     AccountInfoRequest,
@@ -119,7 +120,7 @@ async def test_second_process_on_same_state_refused_with_holder_pid(make_testnet
     copy.write_text(text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{port + 50}")
                     .replace("run/auth0.sock", "run/auth0-copy.sock"))
     out = await asyncio.to_thread(_run_fastpayd, "--config", str(copy))
-    assert out.returncode == 3, out.stderr
+    assert out.returncode == EXIT_IN_USE, out.stderr
     assert f"pid {first.proc.pid}" in out.stderr and "state directory in use" in out.stderr
     assert "Traceback" not in out.stderr
     # The first one alone votes.
@@ -143,7 +144,7 @@ async def test_live_control_socket_not_taken_over(make_testnet) -> None:
     cfg = net.root / "auth1.toml"
     cfg.write_text(cfg.read_text().replace("run/auth1.sock", "run/auth0.sock"))
     out = await asyncio.to_thread(_run_fastpayd, "--config", str(cfg))
-    assert out.returncode == 3, out.stderr
+    assert out.returncode == EXIT_IN_USE, out.stderr
     assert "control socket in use" in out.stderr and "[node].control_socket" in out.stderr
     status = await first.control("status")
     assert status["ok"] and status["name"] == "auth0" and status["pid"] == first.proc.pid
@@ -534,7 +535,7 @@ async def test_testnet_force_starts_from_clean_state(tmp_path: Path) -> None:
     # While it runs, --force refuses to delete its state.
     busy = await asyncio.to_thread(_run_fastpayd, "testnet", "--authorities", "4",
                                    "--clients", "2", "--out", str(out_dir), "--force")
-    assert busy.returncode == 3 and "in use" in busy.stderr, busy.stderr
+    assert busy.returncode == EXIT_IN_USE and "in use" in busy.stderr, busy.stderr
     daemon.stop()
     again = await asyncio.to_thread(_run_fastpayd, "testnet", "--authorities", "4",
                                     "--clients", "2", "--out", str(out_dir), "--force",
@@ -561,11 +562,11 @@ def _free_base() -> int:
 
 
 def test_help_documents_exit_status() -> None:
-    for args in ([], ["keygen"], ["testnet"]):
+    for args in ([], ["keygen"], ["testnet"], ["testnet", "up"], ["testnet", "down"]):
         out = _run_fastpayd(*args, "--help")
         assert out.returncode == 0
-        assert "Exit status" in out.stdout and "3 state directory" in " ".join(
-            out.stdout.split())
+        assert "Exit status" in out.stdout and "5 in use: another running fastpayd holds " \
+            "this state directory" in " ".join(out.stdout.split())
 
 
 def test_role_flag_mismatch_exit_2(make_testnet) -> None:
