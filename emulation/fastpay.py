@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -232,6 +233,64 @@ class Daemon:
 
 
 @dataclass
+class Keygen:
+    """A running ``fastpayd testnet`` that makes every key of the payment network.
+
+    A process of its own (the emulation never imports the daemon), so it can start
+    before the stations and make the keys while they come up (:func:`start_keygen`).
+    """
+
+    proc: subprocess.Popen[str]
+    out: Path
+    authorities: int
+    clients: int
+
+    @classmethod
+    def start(cls, authorities: int, clients: int) -> Keygen:
+        """Start the process; :meth:`wait` for its directory."""
+        tmp = Path(tempfile.mkdtemp(prefix="fastpay-keygen-"))
+        out = tmp / "testnet"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastpayd", "testnet", "--authorities", str(authorities),
+             "--clients", str(clients), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        return cls(proc, out, authorities, clients)
+
+    def wait(self, timeout: float = 300.0) -> Path:
+        """The generated network's directory; RuntimeError if the process failed."""
+        try:
+            output, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+            raise RuntimeError(f"fastpayd testnet: no keys after {timeout:.0f} s") from None
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"fastpayd testnet: {output.strip()}")
+        return self.out
+
+    def discard(self) -> None:
+        """Stop the process if it still runs and remove its files."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.out.parent, ignore_errors=True)
+
+
+def start_keygen(scenario: Any) -> Keygen | None:
+    """Start making the keys of ``scenario``'s payment network (None: it has none).
+
+    Pass the result to :func:`attach`, which waits for it; started before the stations,
+    its interpreter start and key generation overlap theirs.
+    """
+    specs = [s for s in scenario.stations if s.role in ("authority", "client")]
+    if not specs:
+        return None
+    return Keygen.start(sum(s.role == "authority" for s in specs),
+                        sum(s.role == "client" for s in specs))
+
+
+@dataclass
 class FastPayLayer:
     """The payment network on top of a running emulation network."""
 
@@ -246,6 +305,8 @@ class FastPayLayer:
     changes: list[dict[str, Any]] = field(default_factory=list)  # topology changes
     tracks: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     t0: float = 0.0
+    keygen: Keygen | None = None  # started early by start_keygen(); prepare() uses it
+    timings: dict[str, float] = field(default_factory=dict)  # attach()'s phases
     _stop: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -320,27 +381,24 @@ class FastPayLayer:
                 self.work / f"{spec.name}.out")
 
     def _make_keys(self, authorities: list[str], clients: list[str]) -> dict[str, str]:
-        """One ``fastpayd testnet`` process makes every key; return station → public key.
-
-        Its node names (auth0.., client0..) become the stations' names here.
-        """
-        gen = self.work / "testnet"
-        out = subprocess.run(
-            [sys.executable, "-m", "fastpayd", "testnet", "--authorities",
-             str(len(authorities)), "--clients", str(len(clients)), "--out", str(gen)],
-            capture_output=True, text=True, cwd=str(ROOT), timeout=300,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-        if out.returncode != 0:
-            raise RuntimeError(f"fastpayd testnet: {(out.stdout + out.stderr).strip()}")
-        made = tomllib.loads((gen / "committee.toml").read_text())
-        public = {a["name"]: a["public_key"] for a in made.get("authorities", [])}
-        public.update({c["name"]: c["address"] for c in made.get("clients", [])})
-        names = {f"auth{i}": n for i, n in enumerate(authorities)}
-        names.update({f"client{j}": n for j, n in enumerate(clients)})
-        keys = {}
-        for generated, station in names.items():
-            shutil.copy2(gen / f"{generated}.key", self.work / f"{station}.key")
-            keys[station] = public[generated]
+        """Every key, from ``self.keygen`` (started early) or a new ``fastpayd testnet``
+        process; return station → public key. Its node names (auth0.., client0..) become
+        the stations' names here."""
+        keygen = self.keygen or Keygen.start(len(authorities), len(clients))
+        self.keygen = None
+        gen = keygen.wait()
+        try:
+            made = tomllib.loads((gen / "committee.toml").read_text())
+            public = {a["name"]: a["public_key"] for a in made.get("authorities", [])}
+            public.update({c["name"]: c["address"] for c in made.get("clients", [])})
+            names = {f"auth{i}": n for i, n in enumerate(authorities)}
+            names.update({f"client{j}": n for j, n in enumerate(clients)})
+            keys = {}
+            for generated, station in names.items():
+                shutil.copy2(gen / f"{generated}.key", self.work / f"{station}.key")
+                keys[station] = public[generated]
+        finally:
+            keygen.discard()
         return keys
 
     def start(self, timeout: float = 600.0, progress: Any = None) -> None:
@@ -654,15 +712,20 @@ def _short_progress(p: dict[str, Any]) -> str:
             f"confirmed {p.get('confirmed')}")
 
 
-def attach(net: Any, scenario: Any, log: Any = print) -> FastPayLayer | None:
-    """Start the payment network if the scenario has authority/client stations."""
+def attach(net: Any, scenario: Any, log: Any = print,
+           keygen: Keygen | None = None) -> FastPayLayer | None:
+    """Start the payment network if the scenario has authority/client stations
+    (``keygen``: the keys' process from :func:`start_keygen`, started earlier)."""
     if not any(s.role in ("authority", "client") for s in scenario.stations):
+        if keygen is not None:
+            keygen.discard()
         return None
-    layer = FastPayLayer(net, scenario)
+    layer = FastPayLayer(net, scenario, keygen=keygen)
     net.fastpay = layer
     net.hold_clock()  # nobody walks before the daemons answer (restart_clock below)
     t = time.monotonic()
     layer.prepare()
+    layer.timings["keys_and_configs_s"] = time.monotonic() - t
     log(f"emulation: starting fastpayd on {len(layer.daemons)} station(s) "
         f"({len(layer.authorities)} authorities, quorum {layer.quorum}) ...")
     try:
@@ -670,6 +733,7 @@ def attach(net: Any, scenario: Any, log: Any = print) -> FastPayLayer | None:
     except Exception:
         layer.stop()
         raise
+    layer.timings["daemons_ready_s"] = time.monotonic() - t - layer.timings["keys_and_configs_s"]
     log(f"emulation: fastpayd ready in {time.monotonic() - t:.1f} s")
     layer.restart_clock()
     layer.start_sampler()

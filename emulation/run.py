@@ -180,11 +180,15 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
     t0 = time.monotonic()
     run_marks: dict[str, float] = {"process_to_start_s": t0 - process_started()}
     net.progress = lambda line: print(line, flush=True)
+    # The keys are made while the stations start (a process of its own).
+    keygen = fastpay.start_keygen(scen)
     print(f"emulation: starting {len(scen.stations)} station(s) ({cls.backend} backend) ...",
           flush=True)
     try:
         net.start()
     except EmulationError as exc:
+        if keygen is not None:
+            keygen.discard()
         print(f"emulation: cannot start: {exc}", file=sys.stderr)
         report["error"] = str(exc)
         _write_report(args.report, report)
@@ -196,7 +200,8 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         print(f"emulation: ready in {time.monotonic() - t0:.1f} s", flush=True)
         # FastPay's layer: one fastpayd per authority/client station (none: plain radios).
         try:
-            layer = fastpay.attach(net, scen, log=lambda m: print(m, flush=True))
+            layer = fastpay.attach(net, scen, log=lambda m: print(m, flush=True),
+                                   keygen=keygen)
             run_marks["fastpayd_s"] = time.monotonic() - t0 - run_marks["stations_s"]
         except Exception as exc:
             print(f"emulation: cannot start fastpayd: {exc}", file=sys.stderr)
@@ -226,6 +231,8 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         report["error"] = "interrupted"
         ok = False
     finally:
+        if keygen is not None:  # used by attach() by now, or never to be
+            keygen.discard()
         if layer is not None:  # daemons stop before their stations
             report.update(layer.finish(args.report))
         report["seconds"] = round(time.monotonic() - t0, 3)
@@ -245,6 +252,7 @@ def _startup(net: Any, layer: fastpay.FastPayLayer | None, marks: dict[str, floa
     """The report's start-up breakdown (:mod:`emulation.startup`)."""
     run = dict(marks)
     if layer is not None:
+        run.update(layer.timings)
         first = next((r["t"] for r in layer.records if r["event"] == "transfer_requested"),
                      None)
         if first is not None:

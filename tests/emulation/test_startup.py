@@ -122,3 +122,17 @@ def test_layer_names_a_daemon_that_exits_before_ready(tmp_path: Path) -> None:
             layer.wait_all([d], 120.0)
     finally:
         d.stop()
+
+
+def test_keygen_started_early_gives_prepare_its_keys(tmp_path: Path) -> None:
+    from emulation import scenario
+
+    scen = scenario.load(scenario.DEFAULT_SCENARIO)
+    keygen = fastpay.start_keygen(scen)
+    assert keygen is not None and (keygen.authorities, keygen.clients) == (4, 2)
+    net = SimpleNamespace(station=lambda n: SimpleNamespace(spec=scen.station(n), iface="wlan0"))
+    layer = fastpay.FastPayLayer(net, scen, work=tmp_path / "fp", keygen=keygen)
+    layer.prepare()
+    assert layer.keygen is None and not keygen.out.parent.exists()
+    assert sorted(p.name for p in (tmp_path / "fp").glob("*.key")) == [
+        "auth0.key", "auth1.key", "auth2.key", "auth3.key", "client0.key", "client1.key"]
