@@ -90,6 +90,38 @@ def _kill_if(pid: int, label: str) -> bool:
     return True
 
 
+def start_stations(stations: list[Station], timeout: float,
+                   progress: Callable[[str], None] | None = None) -> None:
+    """Start every station in its own thread (each waits only on its own processes);
+    raise the first failure, naming the station. ``progress`` gets a line every 10 s
+    saying which station waits on what."""
+    errors: dict[str, BaseException] = {}
+
+    def start(station: Station) -> None:
+        try:
+            station.start(timeout)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller
+            errors[station.name] = exc
+
+    threads = [threading.Thread(target=start, args=(st,), name=f"start-{st.name}",
+                                daemon=True) for st in stations]
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(10.0)
+            if thread.is_alive() and progress is not None:
+                waiting = [f"{st.name}: {st.step}" for st in stations
+                           if st.started_at is None and st.name not in errors]
+                progress(f"  ... {time.monotonic() - t0:.0f} s, stations waiting: "
+                         + "; ".join(waiting))
+    for name, exc in errors.items():
+        if isinstance(exc, EmulationError):
+            raise exc
+        raise EmulationError(f"station {name}: {exc}") from exc
+
+
 class Network:
     """A running set of stations on hwsim radios with our medium between them."""
 
@@ -184,32 +216,7 @@ class Network:
             raise EmulationError(f"cannot start the emulation: {exc}") from exc
 
     def _start_stations(self, timeout: float) -> None:
-        """Start every station in its own thread; raise the first failure (by name)."""
-        errors: dict[str, BaseException] = {}
-
-        def start(station: Station) -> None:
-            try:
-                station.start(timeout)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, in this thread
-                errors[station.name] = exc
-
-        threads = [threading.Thread(target=start, args=(st,), name=f"start-{st.name}",
-                                    daemon=True) for st in self.stations.values()]
-        t0 = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(10.0)
-                if thread.is_alive() and self.progress is not None:
-                    waiting = [f"{st.name}: {st.step}" for st in self.stations.values()
-                               if st.started_at is None and st.name not in errors]
-                    self.progress(f"  ... {time.monotonic() - t0:.0f} s, stations waiting: "
-                                  + "; ".join(waiting))
-        for name, exc in errors.items():
-            if isinstance(exc, EmulationError):
-                raise exc
-            raise EmulationError(f"station {name}: {exc}") from exc
+        start_stations(list(self.stations.values()), timeout, self.progress)
 
     def startup_breakdown(self) -> dict[str, dict[str, float]]:
         """Each station's start-up phases in seconds (see :class:`Station`)."""
