@@ -48,6 +48,7 @@ from typing import Any
 
 from emulation import startup
 from emulation.cli import CommandFailed, EmulationCLI, register_command
+from emulation.network import grouped
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BALANCE = 1000
@@ -183,8 +184,8 @@ class Daemon:
             return "exited"
         last = self.events()[-1:] if self.started_at is not None else []
         if not last or last[0].get("t", 0) < (self.started_at or 0):
-            return "starting (interpreter, imports, config)"
-        return f"after {last[0].get('event')}"
+            return "its start (interpreter, imports, config)"
+        return f"what follows {last[0].get('event')}"
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -444,8 +445,8 @@ class FastPayLayer:
             if waiting and progress is not None and now - shown >= 10.0:
                 shown = now
                 progress(f"  ... {now - t0:.0f} s, {len(daemons) - len(waiting)}/"
-                         f"{len(daemons)} ready; waiting: " + "; ".join(
-                             f"{d.name} {d.waiting_on()}" for d in waiting.values()))
+                         f"{len(daemons)} fastpayd ready; waiting on " + grouped(
+                             {d.name: d.waiting_on() for d in waiting.values()}))
 
     def _check_ready(self, d: Daemon) -> None:
         """READY=1 means the link is up; one status request shows it really answers."""

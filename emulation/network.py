@@ -90,6 +90,14 @@ def _kill_if(pid: int, label: str) -> bool:
     return True
 
 
+def grouped(waiting: dict[str, str]) -> str:
+    """``{name: what it waits on}`` as ``what: a, b; other: c`` (a progress line)."""
+    by_step: dict[str, list[str]] = {}
+    for name, step in waiting.items():
+        by_step.setdefault(step, []).append(name)
+    return "; ".join(f"{step}: {', '.join(names)}" for step, names in by_step.items())
+
+
 def start_stations(stations: list[Station], timeout: float,
                    progress: Callable[[str], None] | None = None) -> None:
     """Start every station in its own thread (each waits only on its own processes);
@@ -112,10 +120,11 @@ def start_stations(stations: list[Station], timeout: float,
         while thread.is_alive():
             thread.join(10.0)
             if thread.is_alive() and progress is not None:
-                waiting = [f"{st.name}: {st.step}" for st in stations
-                           if st.started_at is None and st.name not in errors]
-                progress(f"  ... {time.monotonic() - t0:.0f} s, stations waiting: "
-                         + "; ".join(waiting))
+                waiting = {st.name: st.step for st in stations
+                           if st.started_at is None and st.name not in errors}
+                progress(f"  ... {time.monotonic() - t0:.0f} s, "
+                         f"{len(stations) - len(waiting)}/{len(stations)} stations up; "
+                         f"waiting on {grouped(waiting)}")
     for name, exc in errors.items():
         if isinstance(exc, EmulationError):
             raise exc

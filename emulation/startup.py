@@ -8,8 +8,9 @@ unit-tested on recorded data (``tests/emulation/test_startup.py``):
   radio (``netns_s``), its dbus-daemon listening (``dbus_s``), wpa_supplicant up to its
   P2P control socket (``wpa_supplicant_s``) and then on D-Bus (``wpa_dbus_s``);
 * **daemons** — each fastpayd runs with ``python -X importtime``: its output gives the
-  time spent importing (:func:`import_seconds`); its ``events.jsonl`` gives ``link_up``
-  (D-Bus and wpa_supplicant set up, an authority's group up) and, for a client, the first
+  time spent importing (:func:`import_seconds`); its ``events.jsonl`` gives an
+  authority's ``state_loaded`` (config, keys, database done), ``link_up`` (D-Bus and
+  wpa_supplicant set up, an authority's group up) and, for a client, the first
   ``authority_discovered`` (the first discovery round that found someone); the daemon's
   sd_notify ``READY=1`` (its control socket answers) ends its start;
 * **the run** — the phases :mod:`emulation.run` and the VM wrapper mark (VM boot,
@@ -22,15 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
-# A daemon's marks, in the order they happen, with the table's labels: how long its
-# imports took, then when (seconds after its spawn) its group was up (authority), its
-# link was up and READY=1 came, then how long after READY a client first found someone.
+# A daemon's phases, in the order they happen, with the table's labels.
 DAEMON_PHASES = (
     ("imports_s", "imports"),
-    ("start_to_link_s", "imports → first link event"),
-    ("group_up_at_s", "GO up at"),
-    ("link_up_at_s", "link up at"),
-    ("total_s", "READY at"),
+    ("config_state_s", "interpreter, config, keys, database (client: + D-Bus)"),
+    ("link_s", "D-Bus, wpa_supplicant, GO up"),
+    ("to_ready_s", "link up → READY"),
+    ("total_s", "spawn → READY"),
     ("first_discovery_s", "READY → first authority found"),
 )
 STATION_PHASES = (
@@ -80,31 +79,28 @@ def first_event(events: list[dict[str, Any]], name: str, after: float | None = N
 
 def daemon_breakdown(*, spawned: float, ready: float | None, events: list[dict[str, Any]],
                      imports: float | None, role: str) -> dict[str, float | None]:
-    """One daemon's start-up marks in seconds (keys of :data:`DAEMON_PHASES`).
+    """One daemon's start-up phases in seconds (keys of :data:`DAEMON_PHASES`).
 
     ``spawned`` is when its process was started, ``ready`` when its ``READY=1`` came,
-    ``events`` its event log, ``imports`` from :func:`import_seconds`. Marks that did
-    not happen (no ``link_up``, a client that found nobody yet) are None.
-    ``start_to_link_s`` is what the daemon does not mark itself: from spawn to its first
-    link event (an authority's GO up, a client's link up), less the imports — the
-    interpreter, config, keys, database, and for a client its D-Bus set-up too.
+    ``events`` its event log, ``imports`` from :func:`import_seconds`. An authority's
+    ``state_loaded`` splits what comes before its link from the link's start (D-Bus,
+    services, its group); a client marks nothing there, so its D-Bus set-up stays in
+    ``config_state_s``. Phases that did not happen are None.
     """
     out: dict[str, float | None] = {k: None for k, _ in DAEMON_PHASES}
     out["imports_s"] = imports
-
-    def at(name: str) -> float | None:
-        t = first_event(events, name, after=spawned)
-        return None if t is None else round(t - spawned, 3)
-
-    out["link_up_at_s"] = at("link_up")
-    if role == "authority":
-        out["group_up_at_s"] = at("group_started")
-    first_link = out["group_up_at_s"] if out["group_up_at_s"] is not None \
-        else out["link_up_at_s"]
-    if first_link is not None and imports is not None:
-        out["start_to_link_s"] = round(first_link - imports, 3)
+    link_up = first_event(events, "link_up", after=spawned)
+    state = first_event(events, "state_loaded", after=spawned) if role == "authority" \
+        else None
+    before_link = state if state is not None else link_up
+    if before_link is not None:
+        out["config_state_s"] = round(before_link - spawned - (imports or 0.0), 3)
+    if state is not None and link_up is not None:
+        out["link_s"] = round(link_up - state, 3)
     if ready is not None:
         out["total_s"] = round(ready - spawned, 3)
+        if link_up is not None:
+            out["to_ready_s"] = round(ready - link_up, 3)
         if role == "client":
             found = first_event(events, "authority_discovered", after=spawned)
             if found is not None:

@@ -36,12 +36,13 @@ def _events(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
     return [{"event": name, "t": t} for name, t in pairs]
 
 
-def test_daemon_breakdown_authority_marks_group_link_and_ready() -> None:
-    events = _events(("group_started", 8.0), ("link_up", 9.0), ("node_started", 9.5))
+def test_daemon_breakdown_authority_splits_state_link_and_ready() -> None:
+    events = _events(("state_loaded", 7.0), ("group_started", 8.0), ("link_up", 9.0),
+                     ("node_started", 9.5))
     got = startup.daemon_breakdown(spawned=2.0, ready=10.0, events=events, imports=3.0,
                                    role="authority")
-    assert got == {"imports_s": 3.0, "start_to_link_s": 3.0, "group_up_at_s": 6.0,
-                   "link_up_at_s": 7.0, "total_s": 8.0, "first_discovery_s": None}
+    assert got == {"imports_s": 3.0, "config_state_s": 2.0, "link_s": 2.0,
+                   "to_ready_s": 1.0, "total_s": 8.0, "first_discovery_s": None}
 
 
 def test_daemon_breakdown_client_first_discovery_after_ready_and_restart() -> None:
@@ -50,9 +51,9 @@ def test_daemon_breakdown_client_first_discovery_after_ready_and_restart() -> No
                      ("authority_discovered", 20.0))
     got = startup.daemon_breakdown(spawned=10.0, ready=15.0, events=events, imports=2.0,
                                    role="client")
-    assert got["link_up_at_s"] == 4.0 and got["start_to_link_s"] == 2.0
-    assert got["total_s"] == 5.0 and got["first_discovery_s"] == 5.0
-    assert got["group_up_at_s"] is None
+    assert got["config_state_s"] == 2.0 and got["link_s"] is None
+    assert got["to_ready_s"] == 1.0 and got["total_s"] == 5.0
+    assert got["first_discovery_s"] == 5.0
 
 
 def test_daemon_breakdown_not_ready_leaves_marks_out() -> None:
@@ -104,8 +105,9 @@ def test_layer_waits_for_ready_over_sd_notify(tmp_path: Path) -> None:
         assert d.ctl({"cmd": "status"})["name"] == "auth0"
         phases = d.breakdown()
         assert phases["imports_s"] is not None and phases["imports_s"] > 0
-        assert phases["link_up_at_s"] is not None
-        assert 0 < phases["link_up_at_s"] <= phases["total_s"]  # type: ignore[operator]
+        assert phases["config_state_s"] is not None and phases["link_s"] is not None
+        assert phases["to_ready_s"] is not None
+        assert 0 < phases["to_ready_s"] <= phases["total_s"]  # type: ignore[operator]
     finally:
         d.stop()
     assert d.notify is None
