@@ -251,6 +251,9 @@ def _startup(net: Any, layer: fastpay.FastPayLayer | None, marks: dict[str, floa
              t0: float) -> dict[str, Any]:
     """The report's start-up breakdown (:mod:`emulation.startup`)."""
     run = dict(marks)
+    # The backend's own phases (hwsim: medium_ready_s; Mininet-WiFi: import_s, ...).
+    run.update({f"network_{k}": v for k, v in getattr(net, "timings", {}).items()
+                if isinstance(v, int | float)})
     if layer is not None:
         run.update(layer.timings)
         first = next((r["t"] for r in layer.records if r["event"] == "transfer_requested"),

@@ -138,3 +138,24 @@ def test_keygen_started_early_gives_prepare_its_keys(tmp_path: Path) -> None:
     assert layer.keygen is None and not keygen.out.parent.exists()
     assert sorted(p.name for p in (tmp_path / "fp").glob("*.key")) == [
         "auth0.key", "auth1.key", "auth2.key", "auth3.key", "client0.key", "client1.key"]
+
+
+def test_run_report_startup_section_without_fastpay() -> None:
+    from emulation import run
+
+    net = SimpleNamespace(timings={"medium_ready_s": 1.5, "note": "x"},
+                          startup_breakdown=lambda: {"a": {"total_s": 2.0},
+                                                     "b": {"total_s": 4.0}})
+    got = run._startup(net, None, {"process_to_start_s": 0.5, "stations_s": 6.0}, 0.0)
+    assert got["run"] == {"process_to_start_s": 0.5, "stations_s": 6.0,
+                          "network_medium_ready_s": 1.5}
+    assert got["per_station_s"] == {"max": 4.0, "mean": 3.0}
+    assert got["daemons"] == {} and got["per_daemon_s"] == {"max": None, "mean": None}
+
+
+def test_first_payment_line_is_the_timelines_mobile_transfer() -> None:
+    from emulation import run
+
+    assert run.FIRST_PAYMENT_LINE.match("[    1.3 s] ok   mobile_transfer client0 client1 10")
+    assert not run.FIRST_PAYMENT_LINE.match("[    1.3 s] FAIL mobile_transfer c0 c1 10")
+    assert not run.FIRST_PAYMENT_LINE.match("client0: transfer #0 of 10 to client1 staged")
