@@ -97,6 +97,9 @@ def _q(value: str) -> str:
     return json.dumps(value)  # JSON strings are valid TOML basic strings
 
 
+_Socket = socket.socket  # Daemon's field ``socket`` (a path) shadows the module there
+
+
 @dataclass
 class Daemon:
     """One fastpayd process inside a station."""
@@ -111,7 +114,7 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float | None = None
     ready_at: float | None = None
-    notify: socket.socket | None = None  # where its sd_notify datagrams come
+    notify: _Socket | None = None  # where its sd_notify datagrams come
     log_offset: int = 0  # where this start's output begins in ``log``
 
     @property
