@@ -10,7 +10,9 @@
 3. Otherwise the backend (``auto``: Mininet-WiFi if present, else hwsim) starts every
    station; then either the Mininet-style CLI opens (:mod:`emulation.cli`) or, with
    ``--batch``, the scenario's timeline runs headless.
-4. Everything is torn down; ``--report FILE`` gets the run's JSON report.
+4. Everything is torn down; ``--report FILE`` gets the run's JSON report. Where the
+   start-up went (:mod:`emulation.startup`) is printed and goes under ``startup``; a run
+   through the VM adds the host's ``vm_boot_s`` and ``command_to_first_payment_s``.
 
 Exit status: 0 success, 1 a timeline step failed or the emulation stopped with an
 error (e.g. the medium died), 2 bad usage or scenario, 3 the emulation could not
