@@ -118,7 +118,8 @@ def _rerun_in_vm(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     def on_line(line: str) -> None:
         now = time.monotonic()
-        marks.setdefault("vm_boot_s", now - t0)  # the first line comes once it runs
+        # The first line comes once the guest's run has started (boot + its imports).
+        marks.setdefault("vm_boot_s", now - t0)
         if "first_payment" not in marks and FIRST_PAYMENT_LINE.match(line):
             marks["first_payment"] = now - t0
             line += f"   [{now - t0:.1f} s after the command started]"

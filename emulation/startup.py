@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# A daemon's phases, in the order they happen, with the table's labels.
+# A daemon's phases, in the order they happen, with the table's labels. Imports are not
+# a phase of their own: the link's modules are imported when the link starts, so
+# ``imports_s`` (from -X importtime, the whole start) overlaps the two phases after it.
 DAEMON_PHASES = (
-    ("imports_s", "imports"),
-    ("config_state_s", "interpreter, config, keys, database (client: + D-Bus)"),
-    ("link_s", "D-Bus, wpa_supplicant, GO up"),
-    ("to_ready_s", "link up → READY"),
+    ("imports_s", "imports (all, overlapping)"),
+    ("to_state_s", "spawn → state loaded"),
+    ("link_s", "→ link up (D-Bus, wpa_supplicant, GO)"),
+    ("to_ready_s", "→ READY"),
     ("total_s", "spawn → READY"),
     ("first_discovery_s", "READY → first authority found"),
 )
@@ -83,9 +85,10 @@ def daemon_breakdown(*, spawned: float, ready: float | None, events: list[dict[s
 
     ``spawned`` is when its process was started, ``ready`` when its ``READY=1`` came,
     ``events`` its event log, ``imports`` from :func:`import_seconds`. An authority's
-    ``state_loaded`` splits what comes before its link from the link's start (D-Bus,
-    services, its group); a client marks nothing there, so its D-Bus set-up stays in
-    ``config_state_s``. Phases that did not happen are None.
+    ``state_loaded`` splits the start before its link (interpreter, most imports,
+    config, keys, database: ``to_state_s``) from the link's (``link_s``); a client marks
+    nothing there, so its ``to_state_s`` runs to ``link_up`` (its D-Bus set-up included)
+    and it has no ``link_s``. Phases that did not happen are None.
     """
     out: dict[str, float | None] = {k: None for k, _ in DAEMON_PHASES}
     out["imports_s"] = imports
@@ -94,7 +97,7 @@ def daemon_breakdown(*, spawned: float, ready: float | None, events: list[dict[s
         else None
     before_link = state if state is not None else link_up
     if before_link is not None:
-        out["config_state_s"] = round(before_link - spawned - (imports or 0.0), 3)
+        out["to_state_s"] = round(before_link - spawned, 3)
     if state is not None and link_up is not None:
         out["link_s"] = round(link_up - state, 3)
     if ready is not None:

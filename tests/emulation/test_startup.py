@@ -41,7 +41,7 @@ def test_daemon_breakdown_authority_splits_state_link_and_ready() -> None:
                      ("node_started", 9.5))
     got = startup.daemon_breakdown(spawned=2.0, ready=10.0, events=events, imports=3.0,
                                    role="authority")
-    assert got == {"imports_s": 3.0, "config_state_s": 2.0, "link_s": 2.0,
+    assert got == {"imports_s": 3.0, "to_state_s": 5.0, "link_s": 2.0,
                    "to_ready_s": 1.0, "total_s": 8.0, "first_discovery_s": None}
 
 
@@ -51,7 +51,7 @@ def test_daemon_breakdown_client_first_discovery_after_ready_and_restart() -> No
                      ("authority_discovered", 20.0))
     got = startup.daemon_breakdown(spawned=10.0, ready=15.0, events=events, imports=2.0,
                                    role="client")
-    assert got["config_state_s"] == 2.0 and got["link_s"] is None
+    assert got["to_state_s"] == 4.0 and got["link_s"] is None
     assert got["to_ready_s"] == 1.0 and got["total_s"] == 5.0
     assert got["first_discovery_s"] == 5.0
 
@@ -73,7 +73,7 @@ def test_table_lists_run_stations_and_daemons() -> None:
     text = out.getvalue()
     assert "run: stations" in text and "12.3" in text
     assert "station auth0" in text and "wpa_supplicant 2.0" in text
-    assert "fastpayd client0" in text and "imports 4.0" in text and "9.0" in text
+    assert "fastpayd client0" in text and "imports (all, overlapping) 4.0" in text and "9.0" in text
 
 
 class _HostStation:
@@ -105,7 +105,7 @@ def test_layer_waits_for_ready_over_sd_notify(tmp_path: Path) -> None:
         assert d.ctl({"cmd": "status"})["name"] == "auth0"
         phases = d.breakdown()
         assert phases["imports_s"] is not None and phases["imports_s"] > 0
-        assert phases["config_state_s"] is not None and phases["link_s"] is not None
+        assert phases["to_state_s"] is not None and phases["link_s"] is not None
         assert phases["to_ready_s"] is not None
         assert 0 < phases["to_ready_s"] <= phases["total_s"]  # type: ignore[operator]
     finally:
