@@ -28,7 +28,7 @@ from typing import Any
 # ``imports_s`` (from -X importtime, the whole start) overlaps the two phases after it.
 DAEMON_PHASES = (
     ("imports_s", "imports (all, overlapping)"),
-    ("to_state_s", "spawn → state loaded"),
+    ("to_state_s", "spawn → state loaded (client: link up)"),
     ("link_s", "→ link up (D-Bus, wpa_supplicant, GO)"),
     ("to_ready_s", "→ READY"),
     ("total_s", "spawn → READY"),
