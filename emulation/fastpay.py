@@ -6,9 +6,13 @@ A scenario gives stations a ``role`` ("authority", "client", "plain"); this laye
    imports the daemon) and writes the committee file (weights from a station's
    ``weight``, genesis from its ``balance`` or the scenario's ``[fastpay] balance``) and
    one node file per station with a ``[link] kind = "wifidirect"`` section;
-2. starts every daemon inside its station (``Station.popen``: the station's namespace and
-   ``DBUS_SYSTEM_BUS_ADDRESS``) and waits until its control socket answers and, for an
-   authority, its group (GO) is up;
+2. starts every daemon at once inside its station (``Station.popen``: the station's
+   namespace and ``DBUS_SYSTEM_BUS_ADDRESS``) and waits for each one's sd_notify
+   ``READY=1`` on a datagram socket of ours (``NOTIFY_SOCKET``, as systemd would): the
+   daemon sends it once its link is up (an authority's group too) and its control socket
+   answers. A line every 10 s says which daemon still waits on what (its latest event);
+   each runs under ``python -X importtime`` so the report can say what its imports cost
+   (:mod:`emulation.startup`);
 3. holds the mobility clock at 0 while the daemons start, then restarts it with the
    timeline, so tracks begin once the payment network is up;
 4. samples who is in whose range (for convergence metrics and track plots);
@@ -27,12 +31,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import select
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -40,7 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulation import startup
 from emulation.cli import CommandFailed, EmulationCLI, register_command
+from emulation.network import grouped
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BALANCE = 1000
@@ -89,6 +97,9 @@ def _q(value: str) -> str:
     return json.dumps(value)  # JSON strings are valid TOML basic strings
 
 
+_Socket = socket.socket  # Daemon's field ``socket`` (a path) shadows the module there
+
+
 @dataclass
 class Daemon:
     """One fastpayd process inside a station."""
@@ -103,17 +114,81 @@ class Daemon:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float | None = None
     ready_at: float | None = None
+    notify: _Socket | None = None  # where its sd_notify datagrams come
+    log_offset: int = 0  # where this start's output begins in ``log``
+
+    @property
+    def notify_path(self) -> Path:
+        """The datagram socket passed as ``NOTIFY_SOCKET`` (next to the control socket)."""
+        return self.socket.with_suffix(".notify")
 
     def start(self) -> None:
         """Start the daemon in its station (namespace + the station's bus)."""
-        env = dict(self.station.env(), PYTHONPATH=str(ROOT))
+        self._open_notify()
+        env = dict(self.station.env(), PYTHONPATH=str(ROOT),
+                   NOTIFY_SOCKET=str(self.notify_path))
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
+            # -X importtime: stderr gets what each import cost (emulation.startup).
             self.proc = self.station.popen(
-                [sys.executable, "-m", "fastpayd", "--config", str(self.config)],
+                [sys.executable, "-X", "importtime", "-m", "fastpayd",
+                 "--config", str(self.config)],
                 env=env, cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         self.started_at = time.monotonic()
         self.ready_at = None
+
+    def _open_notify(self) -> None:
+        self._close_notify()
+        self.notify_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.notify_path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        sock.bind(str(self.notify_path))
+        sock.setblocking(False)
+        self.notify = sock
+
+    def _close_notify(self) -> None:
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+
+    def read_notify(self) -> bool:
+        """Drain the sd_notify datagrams that came; True if one said ``READY=1``."""
+        ready = False
+        while self.notify is not None:
+            try:
+                data = self.notify.recv(4096)
+            except BlockingIOError:
+                break
+            if "READY=1" in data.decode(errors="replace").split("\n"):
+                ready = True
+        return ready
+
+    def import_seconds(self) -> float | None:
+        """What this start's imports took (its ``-X importtime`` output)."""
+        if not self.log.exists():
+            return None
+        with open(self.log, "rb") as fh:
+            fh.seek(self.log_offset)
+            return startup.import_seconds(fh.read().decode(errors="replace"))
+
+    def breakdown(self) -> dict[str, float | None]:
+        """This start's phases (:func:`emulation.startup.daemon_breakdown`)."""
+        if self.started_at is None:
+            return {}
+        return startup.daemon_breakdown(spawned=self.started_at, ready=self.ready_at,
+                                        events=self.events(), imports=self.import_seconds(),
+                                        role=self.role)
+
+    def waiting_on(self) -> str:
+        """What a daemon that is not ready yet is doing (its latest event)."""
+        if not self.alive():
+            return "exited"
+        last = self.events()[-1:] if self.started_at is not None else []
+        if not last or last[0].get("t", 0) < (self.started_at or 0):
+            return "its start (interpreter, imports, config)"
+        return f"what follows {last[0].get('event')}"
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -122,6 +197,7 @@ class Daemon:
     def stop(self, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
         """Stop the daemon (SIGTERM, then SIGKILL after ``grace`` seconds)."""
         if self.proc is None or self.proc.poll() is not None:
+            self._close_notify()
             return
         self.proc.send_signal(sig)
         try:
@@ -129,6 +205,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        self._close_notify()
 
     def ctl(self, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
         """A control request that must succeed (ControlError otherwise)."""
@@ -160,6 +237,64 @@ class Daemon:
 
 
 @dataclass
+class Keygen:
+    """A running ``fastpayd testnet`` that makes every key of the payment network.
+
+    A process of its own (the emulation never imports the daemon), so it can start
+    before the stations and make the keys while they come up (:func:`start_keygen`).
+    """
+
+    proc: subprocess.Popen[str]
+    out: Path
+    authorities: int
+    clients: int
+
+    @classmethod
+    def start(cls, authorities: int, clients: int) -> Keygen:
+        """Start the process; :meth:`wait` for its directory."""
+        tmp = Path(tempfile.mkdtemp(prefix="fastpay-keygen-"))
+        out = tmp / "testnet"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastpayd", "testnet", "--authorities", str(authorities),
+             "--clients", str(clients), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        return cls(proc, out, authorities, clients)
+
+    def wait(self, timeout: float = 300.0) -> Path:
+        """The generated network's directory; RuntimeError if the process failed."""
+        try:
+            output, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+            raise RuntimeError(f"fastpayd testnet: no keys after {timeout:.0f} s") from None
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"fastpayd testnet: {output.strip()}")
+        return self.out
+
+    def discard(self) -> None:
+        """Stop the process if it still runs and remove its files."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.out.parent, ignore_errors=True)
+
+
+def start_keygen(scenario: Any) -> Keygen | None:
+    """Start making the keys of ``scenario``'s payment network (None: it has none).
+
+    Pass the result to :func:`attach`, which waits for it; started before the stations,
+    its interpreter start and key generation overlap theirs.
+    """
+    specs = [s for s in scenario.stations if s.role in ("authority", "client")]
+    if not specs:
+        return None
+    return Keygen.start(sum(s.role == "authority" for s in specs),
+                        sum(s.role == "client" for s in specs))
+
+
+@dataclass
 class FastPayLayer:
     """The payment network on top of a running emulation network."""
 
@@ -174,6 +309,8 @@ class FastPayLayer:
     changes: list[dict[str, Any]] = field(default_factory=list)  # topology changes
     tracks: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     t0: float = 0.0
+    keygen: Keygen | None = None  # started early by start_keygen(); prepare() uses it
+    timings: dict[str, float] = field(default_factory=dict)  # attach()'s phases
     _stop: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -248,55 +385,84 @@ class FastPayLayer:
                 self.work / f"{spec.name}.out")
 
     def _make_keys(self, authorities: list[str], clients: list[str]) -> dict[str, str]:
-        """One ``fastpayd testnet`` process makes every key; return station → public key.
-
-        Its node names (auth0.., client0..) become the stations' names here.
-        """
-        gen = self.work / "testnet"
-        out = subprocess.run(
-            [sys.executable, "-m", "fastpayd", "testnet", "--authorities",
-             str(len(authorities)), "--clients", str(len(clients)), "--out", str(gen)],
-            capture_output=True, text=True, cwd=str(ROOT), timeout=300,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-        if out.returncode != 0:
-            raise RuntimeError(f"fastpayd testnet: {(out.stdout + out.stderr).strip()}")
-        made = tomllib.loads((gen / "committee.toml").read_text())
-        public = {a["name"]: a["public_key"] for a in made.get("authorities", [])}
-        public.update({c["name"]: c["address"] for c in made.get("clients", [])})
-        names = {f"auth{i}": n for i, n in enumerate(authorities)}
-        names.update({f"client{j}": n for j, n in enumerate(clients)})
-        keys = {}
-        for generated, station in names.items():
-            shutil.copy2(gen / f"{generated}.key", self.work / f"{station}.key")
-            keys[station] = public[generated]
+        """Every key, from ``self.keygen`` (started early) or a new ``fastpayd testnet``
+        process; return station → public key. Its node names (auth0.., client0..) become
+        the stations' names here."""
+        keygen = self.keygen or Keygen.start(len(authorities), len(clients))
+        self.keygen = None
+        gen = keygen.wait()
+        try:
+            made = tomllib.loads((gen / "committee.toml").read_text())
+            public = {a["name"]: a["public_key"] for a in made.get("authorities", [])}
+            public.update({c["name"]: c["address"] for c in made.get("clients", [])})
+            names = {f"auth{i}": n for i, n in enumerate(authorities)}
+            names.update({f"client{j}": n for j, n in enumerate(clients)})
+            keys = {}
+            for generated, station in names.items():
+                shutil.copy2(gen / f"{generated}.key", self.work / f"{station}.key")
+                keys[station] = public[generated]
+        finally:
+            keygen.discard()
         return keys
 
-    def start(self, timeout: float = 600.0) -> None:
-        """Start every daemon and wait until all answer (authorities: GO up)."""
+    def start(self, timeout: float = 600.0, progress: Any = None) -> None:
+        """Start every daemon at once and wait until all are ready (authorities: GO up).
+
+        ``progress`` (a callable) gets a line every 10 s naming who still waits on what.
+        """
         for d in self.daemons.values():
             d.start()
-        deadline = time.monotonic() + timeout
-        for d in self.daemons.values():
-            self.wait_ready(d, deadline - time.monotonic())
+        self.wait_all(list(self.daemons.values()), timeout, progress)
 
     def wait_ready(self, d: Daemon, timeout: float) -> None:
-        """Poll the daemon's control socket until it answers (and its GO is up)."""
-        deadline = time.monotonic() + max(timeout, 1.0)
-        while time.monotonic() < deadline:
-            if not d.alive():
-                raise RuntimeError(f"fastpayd {d.name} exited "
-                                   f"{d.proc.returncode if d.proc else '?'}:\n{d.tail()}")
-            try:
-                status = d.ctl({"cmd": "status"}, 10.0)
-            except ControlError:
-                status = None
-            if status is not None:
-                group = (status.get("link") or {}).get("group") or {}
-                if d.role != "authority" or group.get("up"):
+        """Wait until the daemon says ``READY=1`` and its control socket answers."""
+        self.wait_all([d], timeout)
+
+    def wait_all(self, daemons: list[Daemon], timeout: float, progress: Any = None) -> None:
+        """Wait for every daemon's ``READY=1`` (sd_notify): it comes once the link is up
+        (an authority's GO: ``WifiDirectAuthority.start`` returns then) and the control
+        socket listens. Raises RuntimeError if one exits or the time runs out."""
+        t0 = time.monotonic()
+        deadline = t0 + max(timeout, 1.0)
+        shown = t0
+        waiting = {d.name: d for d in daemons}
+        while waiting:
+            socks = {d.notify.fileno(): d for d in waiting.values() if d.notify is not None}
+            wait = min(1.0, max(0.0, deadline - time.monotonic()))
+            ready, _, _ = select.select(list(socks), [], [], wait)
+            for fd in ready:
+                d = socks[fd]
+                if d.read_notify():
                     d.ready_at = time.monotonic()
-                    return
-            time.sleep(0.3)  # polling the control socket: the daemon announces nothing else
-        raise RuntimeError(f"fastpayd {d.name} not ready within {timeout:.0f} s:\n{d.tail()}")
+                    self._check_ready(d)
+                    del waiting[d.name]
+            for d in list(waiting.values()):
+                if not d.alive():
+                    raise RuntimeError(f"fastpayd {d.name} exited "
+                                       f"{d.proc.returncode if d.proc else '?'}:\n{d.tail()}")
+            now = time.monotonic()
+            if waiting and now >= deadline:
+                names = ", ".join(f"{d.name} ({d.waiting_on()})" for d in waiting.values())
+                raise RuntimeError(f"fastpayd not ready within {timeout:.0f} s: {names}\n"
+                                   + "\n".join(d.tail() for d in waiting.values()))
+            if waiting and progress is not None and now - shown >= 10.0:
+                shown = now
+                progress(f"  ... {now - t0:.0f} s, {len(daemons) - len(waiting)}/"
+                         f"{len(daemons)} fastpayd ready; waiting on " + grouped(
+                             {d.name: d.waiting_on() for d in waiting.values()}))
+
+    def _check_ready(self, d: Daemon) -> None:
+        """READY=1 means the link is up; one status request shows it really answers."""
+        status = d.ctl({"cmd": "status"}, 30.0)
+        link = status.get("link") or {}
+        group = link.get("group") or {}
+        if d.role == "authority" and link.get("kind") == "wifidirect" and not group.get("up"):
+            raise RuntimeError(f"fastpayd {d.name} said READY=1 without its group up: "
+                               f"{json.dumps(group)}")
+
+    def startup_breakdown(self) -> dict[str, dict[str, float | None]]:
+        """Each daemon's start-up phases (:meth:`Daemon.breakdown`)."""
+        return {name: d.breakdown() for name, d in self.daemons.items()}
 
     def restart_clock(self) -> None:
         """Start mobility and timeline time now that the payment network is up.
@@ -550,22 +716,28 @@ def _short_progress(p: dict[str, Any]) -> str:
             f"confirmed {p.get('confirmed')}")
 
 
-def attach(net: Any, scenario: Any, log: Any = print) -> FastPayLayer | None:
-    """Start the payment network if the scenario has authority/client stations."""
+def attach(net: Any, scenario: Any, log: Any = print,
+           keygen: Keygen | None = None) -> FastPayLayer | None:
+    """Start the payment network if the scenario has authority/client stations
+    (``keygen``: the keys' process from :func:`start_keygen`, started earlier)."""
     if not any(s.role in ("authority", "client") for s in scenario.stations):
+        if keygen is not None:
+            keygen.discard()
         return None
-    layer = FastPayLayer(net, scenario)
+    layer = FastPayLayer(net, scenario, keygen=keygen)
     net.fastpay = layer
     net.hold_clock()  # nobody walks before the daemons answer (restart_clock below)
     t = time.monotonic()
     layer.prepare()
+    layer.timings["keys_and_configs_s"] = time.monotonic() - t
     log(f"emulation: starting fastpayd on {len(layer.daemons)} station(s) "
         f"({len(layer.authorities)} authorities, quorum {layer.quorum}) ...")
     try:
-        layer.start()
+        layer.start(progress=log)
     except Exception:
         layer.stop()
         raise
+    layer.timings["daemons_ready_s"] = time.monotonic() - t - layer.timings["keys_and_configs_s"]
     log(f"emulation: fastpayd ready in {time.monotonic() - t:.1f} s")
     layer.restart_clock()
     layer.start_sampler()

@@ -8,7 +8,9 @@
 3. the medium process (:mod:`emulation.medium`), registered *before* any radio is up,
    so no frame ever crosses hwsim's built-in perfect medium; it is told every radio's
    addresses, position and range;
-4. the stations (:mod:`emulation.station`);
+4. the stations (:mod:`emulation.station`), all at once: each waits on its own processes
+   (namespace, dbus-daemon, wpa_supplicant), so they start in parallel threads; while
+   they do, a line every 10 s says which station waits on what;
 5. a supervisor thread: it watches the medium and, if the medium dies, stops the whole
    emulation and records :class:`MediumDied` (hwsim would otherwise silently fall back to
    its perfect medium); it also advances mobility models and sends new positions.
@@ -88,10 +90,53 @@ def _kill_if(pid: int, label: str) -> bool:
     return True
 
 
+def grouped(waiting: dict[str, str]) -> str:
+    """``{name: what it waits on}`` as ``what: a, b; other: c`` (a progress line)."""
+    by_step: dict[str, list[str]] = {}
+    for name, step in waiting.items():
+        by_step.setdefault(step, []).append(name)
+    return "; ".join(f"{step}: {', '.join(names)}" for step, names in by_step.items())
+
+
+def start_stations(stations: list[Station], timeout: float,
+                   progress: Callable[[str], None] | None = None) -> None:
+    """Start every station in its own thread (each waits only on its own processes);
+    raise the first failure, naming the station. ``progress`` gets a line every 10 s
+    saying which station waits on what."""
+    errors: dict[str, BaseException] = {}
+
+    def start(station: Station) -> None:
+        try:
+            station.start(timeout)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller
+            errors[station.name] = exc
+
+    threads = [threading.Thread(target=start, args=(st,), name=f"start-{st.name}",
+                                daemon=True) for st in stations]
+    t0 = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(10.0)
+            if thread.is_alive() and progress is not None:
+                waiting = {st.name: st.step for st in stations
+                           if st.started_at is None and st.name not in errors}
+                progress(f"  ... {time.monotonic() - t0:.0f} s, "
+                         f"{len(stations) - len(waiting)}/{len(stations)} stations up; "
+                         f"waiting on {grouped(waiting)}")
+    for name, exc in errors.items():
+        if isinstance(exc, EmulationError):
+            raise exc
+        raise EmulationError(f"station {name}: {exc}") from exc
+
+
 class Network:
     """A running set of stations on hwsim radios with our medium between them."""
 
     backend = "hwsim"
+    # Where start-up progress goes (a line every 10 s while stations start); None: quiet.
+    progress: Callable[[str], None] | None = None
 
     def __init__(
         self,
@@ -165,8 +210,7 @@ class Network:
             self._t0 = time.monotonic()
             self._push_positions(0.0)
             self.timings["medium_ready_s"] = time.monotonic() - t0
-            for station in self.stations.values():
-                station.start(timeout)
+            self._start_stations(timeout)
             self.timings["stations_ready_s"] = time.monotonic() - t0
             # Mobility time (and scenario timelines) start once every station is up.
             self._t0 = time.monotonic()
@@ -179,6 +223,13 @@ class Network:
             if isinstance(exc, EmulationError):
                 raise
             raise EmulationError(f"cannot start the emulation: {exc}") from exc
+
+    def _start_stations(self, timeout: float) -> None:
+        start_stations(list(self.stations.values()), timeout, self.progress)
+
+    def startup_breakdown(self) -> dict[str, dict[str, float]]:
+        """Each station's start-up phases in seconds (see :class:`Station`)."""
+        return {name: dict(st.timings) for name, st in self.stations.items()}
 
     def _seed_for(self, name: str) -> int:
         # Each station its own reproducible stream, independent of the others' order.

@@ -10,7 +10,9 @@
 3. Otherwise the backend (``auto``: Mininet-WiFi if present, else hwsim) starts every
    station; then either the Mininet-style CLI opens (:mod:`emulation.cli`) or, with
    ``--batch``, the scenario's timeline runs headless.
-4. Everything is torn down; ``--report FILE`` gets the run's JSON report.
+4. Everything is torn down; ``--report FILE`` gets the run's JSON report. Where the
+   start-up went (:mod:`emulation.startup`) is printed and goes under ``startup``; a run
+   through the VM adds the host's ``vm_boot_s`` and ``command_to_first_payment_s``.
 
 Exit status: 0 success, 1 a timeline step failed or the emulation stopped with an
 error (e.g. the medium died), 2 bad usage or scenario, 3 the emulation could not
@@ -22,17 +24,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from emulation import backends, fastpay, requirements, scenario, vm
+from emulation import backends, fastpay, requirements, scenario, startup, vm
 from emulation.cli import EmulationCLI, run_timeline
 from emulation.network import EmulationError
 
 ROOT = Path(__file__).resolve().parent.parent
+# The timeline's line once the first transfer is staged: the host times it too.
+FIRST_PAYMENT_LINE = re.compile(r"^\[\s*[\d.]+ s\] ok\s+mobile_transfer ")
+
+
+def process_started() -> float:
+    """When this process started, on the ``time.monotonic()`` clock (from /proc)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, since boot
+        return time.monotonic() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError):
+        return time.monotonic()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,14 +113,42 @@ def _rerun_in_vm(args: argparse.Namespace, argv: list[str] | None) -> int:
     interactive = not args.batch and sys.stdin.isatty()
     print("emulation: this kernel has no mac80211_hwsim; running inside a QEMU/TCG VM "
           "(virtme-ng, Debian kernel)", flush=True)
+    t0 = process_started()
+    marks: dict[str, float] = {}
+
+    def on_line(line: str) -> None:
+        now = time.monotonic()
+        # The first line comes once the guest's run has started (boot + its imports).
+        marks.setdefault("vm_boot_s", now - t0)
+        if "first_payment" not in marks and FIRST_PAYMENT_LINE.match(line):
+            marks["first_payment"] = now - t0
+            line += f"   [{now - t0:.1f} s after the command started]"
+        print(line, flush=True)
+
     try:
-        return vm.run_in_vm([sys.executable, "-m", "emulation.run", *forwarded],
+        code = vm.run_in_vm([sys.executable, "-m", "emulation.run", *forwarded],
                             rwdirs=rwdirs, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT)},
                             timeout=args.vm_timeout, interactive=interactive,
-                            title="Booting the VM")
+                            title="Booting the VM", on_line=on_line)
     except vm.VMError as exc:
         print(f"emulation: cannot start the VM: {exc}", file=sys.stderr)
         return 3
+    host = {"vm_boot_s": marks.get("vm_boot_s"),
+            "command_to_first_payment_s": marks.get("first_payment"),
+            "command_s": time.monotonic() - t0}
+    host = {k: None if v is None else round(v, 3) for k, v in host.items()}
+    print("emulation: on the host: " + ", ".join(
+        f"{k.removesuffix('_s').replace('_', ' ')} {'-' if v is None else f'{v:.1f} s'}"
+        for k, v in host.items()), flush=True)
+    if args.report and Path(args.report).exists():
+        try:
+            report = json.loads(Path(args.report).read_text())
+            report.setdefault("startup", {})["host"] = host
+            Path(args.report).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        except (OSError, ValueError) as exc:
+            print(f"emulation: cannot add the host's timings to the report: {exc}",
+                  file=sys.stderr)
+    return code
 
 
 def _replace_report(argv: list[str], absolute: str) -> list[str]:
@@ -138,11 +181,17 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
                               "backend": cls.backend, "mode": "batch" if args.batch else "cli",
                               "success": False, "error": None}
     t0 = time.monotonic()
+    run_marks: dict[str, float] = {"process_to_start_s": t0 - process_started()}
+    net.progress = lambda line: print(line, flush=True)
+    # The keys are made while the stations start (a process of its own).
+    keygen = fastpay.start_keygen(scen)
     print(f"emulation: starting {len(scen.stations)} station(s) ({cls.backend} backend) ...",
           flush=True)
     try:
         net.start()
     except EmulationError as exc:
+        if keygen is not None:
+            keygen.discard()
         print(f"emulation: cannot start: {exc}", file=sys.stderr)
         report["error"] = str(exc)
         _write_report(args.report, report)
@@ -150,10 +199,13 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
     layer: fastpay.FastPayLayer | None = None
     try:
         net.write_state()
+        run_marks["stations_s"] = time.monotonic() - t0
         print(f"emulation: ready in {time.monotonic() - t0:.1f} s", flush=True)
         # FastPay's layer: one fastpayd per authority/client station (none: plain radios).
         try:
-            layer = fastpay.attach(net, scen, log=lambda m: print(m, flush=True))
+            layer = fastpay.attach(net, scen, log=lambda m: print(m, flush=True),
+                                   keygen=keygen)
+            run_marks["fastpayd_s"] = time.monotonic() - t0 - run_marks["stations_s"]
         except Exception as exc:
             print(f"emulation: cannot start fastpayd: {exc}", file=sys.stderr)
             report["error"] = f"fastpayd: {exc}"
@@ -182,9 +234,13 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         report["error"] = "interrupted"
         ok = False
     finally:
+        if keygen is not None:  # used by attach() by now, or never to be
+            keygen.discard()
         if layer is not None:  # daemons stop before their stations
             report.update(layer.finish(args.report))
         report["seconds"] = round(time.monotonic() - t0, 3)
+        report["startup"] = _startup(net, layer, run_marks, t0)
+        startup.print_table(report["startup"])
         net.stop()
     _write_report(args.report, report)
     if net.failed.is_set():
@@ -192,6 +248,31 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         return 1
     print(f"emulation: {'success' if ok else 'FAILED'}", flush=True)
     return 0 if ok else 1
+
+
+def _startup(net: Any, layer: fastpay.FastPayLayer | None, marks: dict[str, float],
+             t0: float) -> dict[str, Any]:
+    """The report's start-up breakdown (:mod:`emulation.startup`)."""
+    run = dict(marks)
+    # The backend's own phases (hwsim: medium_ready_s; Mininet-WiFi: import_s, ...).
+    run.update({f"network_{k}": v for k, v in getattr(net, "timings", {}).items()
+                if isinstance(v, int | float)})
+    if layer is not None:
+        run.update(layer.timings)
+        first = next((r["t"] for r in layer.records if r["event"] == "transfer_requested"),
+                     None)
+        if first is not None:
+            run["ready_to_first_payment_s"] = first - layer.t0
+            run["process_to_first_payment_s"] = first - t0 + marks["process_to_start_s"]
+    stations = net.startup_breakdown() if hasattr(net, "startup_breakdown") else {}
+    daemons = layer.startup_breakdown() if layer is not None else {}
+    out: dict[str, Any] = {
+        "run": {k: round(v, 3) for k, v in run.items()},
+        "stations": stations, "daemons": daemons,
+        "per_station_s": startup.summary([s.get("total_s") for s in stations.values()]),
+        "per_daemon_s": startup.summary([d.get("total_s") for d in daemons.values()]),
+    }
+    return out
 
 
 def _interrupt(signum: int, frame: object) -> None:

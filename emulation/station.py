@@ -90,6 +90,9 @@ class Station:
         self.ctrl_dir = self.dir / "wpa"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started_at: float | None = None
+        # Start-up breakdown (seconds per phase, in order) and what start() waits on now.
+        self.timings: dict[str, float] = {}
+        self.step = "not started"
 
     # -- identity --
 
@@ -157,7 +160,16 @@ class Station:
 
     def start(self, timeout: float = 60.0) -> None:
         """Build the namespace, move the radio in, start dbus-daemon and wpa_supplicant."""
-        t0 = time.monotonic()
+        t0 = mark = time.monotonic()
+
+        def phase(name: str, next_step: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            self.timings[name] = round(now - mark, 3)
+            mark = now
+            self.step = next_step
+
+        self.step = "namespace and radio"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctrl_dir.mkdir(exist_ok=True)
         (self.dir / "pids").write_text("")
@@ -167,9 +179,14 @@ class Station:
         if ifname != self.iface:
             _sh(self.wrap(["ip", "link", "set", ifname, "name", self.iface]))
         _sh(self.wrap(["ip", "link", "set", "lo", "up"]))
+        phase("netns_s", "dbus-daemon listening")
         self._start_dbus(timeout)
-        self._start_wpa(timeout)
+        phase("dbus_s", "wpa_supplicant's control socket")
+        self._start_wpa(timeout, lambda: phase("wpa_supplicant_s",
+                                                "wpa_supplicant's interface on D-Bus"))
+        phase("wpa_dbus_s", "ready")
         self.started_at = time.monotonic()
+        self.timings["total_s"] = round(self.started_at - t0, 3)
         (self.dir / "startup_seconds").write_text(f"{self.started_at - t0:.3f}\n")
 
     def _start_dbus(self, timeout: float) -> None:
@@ -192,7 +209,7 @@ class Station:
                                f"({(self.dir / 'dbus.log').read_text()[-500:]})")
         _wait_for(self.bus_path.exists, timeout, f"{self.name}'s bus socket")
 
-    def _start_wpa(self, timeout: float) -> None:
+    def _start_wpa(self, timeout: float, on_ctrl: Any = None) -> None:
         conf = self.dir / "wpa_supplicant.conf"
         conf.write_text(_WPA_CONFIG.format(ctrl=self.ctrl_dir, name=self.name))
         log = open(self.dir / "wpa_supplicant.log", "wb")  # noqa: SIM115
@@ -205,13 +222,28 @@ class Station:
         self._record_pid("wpa_supplicant", proc)
         p2p_ctrl = self.ctrl_dir / self.p2p_ctrl_iface
 
-        def ready() -> bool:
+        def alive() -> None:
             if proc.poll() is not None:
                 raise StationError(f"{self.name}: wpa_supplicant exited with {proc.returncode}:"
                                    f" {(self.dir / 'wpa_supplicant.log').read_text()[-800:]}")
-            return p2p_ctrl.exists() and self._wpa_on_bus()
 
-        _wait_for(ready, timeout, f"{self.name}'s wpa_supplicant on D-Bus", interval=0.2)
+        def ctrl_ready() -> bool:
+            alive()
+            return p2p_ctrl.exists()
+
+        def bus_ready() -> bool:
+            alive()
+            return self._wpa_on_bus()
+
+        # The control socket appears once the P2P Device is set up (a cheap stat, polled
+        # often); only then is the D-Bus interface asked for (a dbus-send process each
+        # time, which costs under TCG).
+        deadline = time.monotonic() + timeout
+        _wait_for(ctrl_ready, timeout, f"{self.name}'s wpa_supplicant control socket")
+        if on_ctrl is not None:
+            on_ctrl()
+        _wait_for(bus_ready, max(1.0, deadline - time.monotonic()),
+                  f"{self.name}'s wpa_supplicant on D-Bus", interval=0.2)
 
     def _wpa_on_bus(self) -> bool:
         result = subprocess.run(

@@ -50,7 +50,13 @@ from typing import Any
 
 from emulation import hwsim, mobility
 from emulation.medium import PathLoss
-from emulation.network import DEFAULT_RUN_DIR, EmulationError, MediumDied, cleanup_stale
+from emulation.network import (
+    DEFAULT_RUN_DIR,
+    EmulationError,
+    MediumDied,
+    cleanup_stale,
+    start_stations,
+)
 from emulation.station import Station, StationSpec
 from emulation.vm import TOOLS_DIR
 
@@ -199,9 +205,23 @@ class MininetStation(Station):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctrl_dir.mkdir(exist_ok=True)
         (self.dir / "pids").write_text("")
+        self.step = "dbus-daemon listening"
         self._start_dbus(timeout)
-        self._start_wpa(timeout)
+        self.timings["dbus_s"] = round(time.monotonic() - t0, 3)
+        self.step = "wpa_supplicant's control socket"
+        mark = time.monotonic()
+
+        def ctrl_up() -> None:
+            nonlocal mark
+            self.timings["wpa_supplicant_s"] = round(time.monotonic() - mark, 3)
+            mark = time.monotonic()
+            self.step = "wpa_supplicant's interface on D-Bus"
+
+        self._start_wpa(timeout, ctrl_up)
+        self.timings["wpa_dbus_s"] = round(time.monotonic() - mark, 3)
+        self.step = "ready"
         self.started_at = time.monotonic()
+        self.timings["total_s"] = round(self.started_at - t0, 3)
         (self.dir / "startup_seconds").write_text(f"{self.started_at - t0:.3f}\n")
 
     def stop(self) -> None:
@@ -224,6 +244,9 @@ class MininetNetwork:
     position=..., range=..., antennaGain=...)``); scenario mobility models move them
     every ``tick`` seconds (:func:`set_position`: Mininet-WiFi's node position, wmediumd).
     """
+
+    # Where start-up progress goes (a line every 10 s while stations start); None: quiet.
+    progress: Callable[[str], None] | None = None
 
     backend = "mininet"
 
@@ -322,8 +345,8 @@ class MininetNetwork:
             self.timings["import_s"] = round(import_mn_wifi(), 3)
             self._build(timeout)
             self.timings["mininet_ready_s"] = round(time.monotonic() - t0, 3)
-            for station in self.stations.values():
-                station.start(timeout)
+            # Each its own dbus-daemon + wpa_supplicant: all at once.
+            start_stations(list(self.stations.values()), timeout, self.progress)
             self._push_positions(0.0, force=True)  # wmediumd: see the module docstring
             self.timings["stations_ready_s"] = round(time.monotonic() - t0, 3)
             self._t0 = time.monotonic()
@@ -335,6 +358,10 @@ class MininetNetwork:
             if isinstance(exc, EmulationError):
                 raise
             raise EmulationError(f"cannot start the Mininet-WiFi emulation: {exc}") from exc
+
+    def startup_breakdown(self) -> dict[str, dict[str, float]]:
+        """Each station's start-up phases in seconds (our daemons in its node)."""
+        return {name: dict(st.timings) for name, st in self.stations.items()}
 
     def _build(self, timeout: float) -> None:
         from mininet.log import setLogLevel
