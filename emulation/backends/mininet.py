@@ -50,13 +50,7 @@ from typing import Any
 
 from emulation import hwsim, mobility
 from emulation.medium import PathLoss
-from emulation.network import (
-    DEFAULT_RUN_DIR,
-    EmulationError,
-    MediumDied,
-    cleanup_stale,
-    start_stations,
-)
+from emulation.network import DEFAULT_RUN_DIR, EmulationError, MediumDied, cleanup_stale
 from emulation.station import Station, StationSpec
 from emulation.vm import TOOLS_DIR
 
@@ -345,8 +339,10 @@ class MininetNetwork:
             self.timings["import_s"] = round(import_mn_wifi(), 3)
             self._build(timeout)
             self.timings["mininet_ready_s"] = round(time.monotonic() - t0, 3)
-            # Each its own dbus-daemon + wpa_supplicant: all at once.
-            start_stations(list(self.stations.values()), timeout, self.progress)
+            # One after the other here: the parallel start (hwsim backend) has not been run
+            # on Mininet-WiFi nodes yet, whose shells are driven by mn_wifi.
+            for station in self.stations.values():
+                station.start(timeout)
             self._push_positions(0.0, force=True)  # wmediumd: see the module docstring
             self.timings["stations_ready_s"] = round(time.monotonic() - t0, 3)
             self._t0 = time.monotonic()
