@@ -384,6 +384,18 @@ class WpaManager:
     async def cancel(self) -> None:
         await self.p2p("Cancel")
 
+    async def persistent_groups(self) -> dict[str, dict[str, Any]]:
+        """Persistent group object → its network block (``ssid``, ``mode``: "3" a GO's,
+        "0" a client's; ``bssid``...), as wpa_supplicant stores them."""
+        out: dict[str, dict[str, Any]] = {}
+        for path in await self.get_property(self.iface_path, defs.IFACE_P2P,
+                                            "PersistentGroups"):
+            with contextlib.suppress(WpaError):
+                props = await self.get_property(path, defs.IFACE_PERSISTENT_GROUP,
+                                                "Properties")
+                out[str(path)] = {k: unwrap(v) for k, v in dict(props).items()}
+        return out
+
     async def leave_stale_groups(self, timeout: float = 10.0) -> list[str]:
         """Leave every group wpa_supplicant still runs for us; return their interface paths.
 
