@@ -689,11 +689,19 @@ class WifiDirectClient(_Emitter):
         ``opener(host, port)`` makes the connection (the daemon's builds its framed
         protocol). Returns ``(whatever opener returned, host)``.
         """
-        host = f"{member or link_local_from_mac(group.bssid)}%{group.ifname}"
         open_fn = opener
         delay = 0.05
         last: Exception | None = None
+        host = ""
         while time.monotonic() < deadline:
+            if not member and not group.bssid:
+                # A re-invoked group may report its BSSID only once associated.
+                await self.manager.refresh_group_bssid(group)
+                if not group.bssid:
+                    await asyncio.sleep(delay)  # back off until the property is set
+                    delay = min(delay * 2, 1.0)
+                    continue
+            host = f"{member or link_local_from_mac(group.bssid)}%{group.ifname}"
             try:
                 conn = await asyncio.wait_for(open_fn(host, port),
                                               min(5.0, deadline - time.monotonic()))
