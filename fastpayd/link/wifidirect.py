@@ -56,6 +56,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastpayd.link import Link
+from fastpayd.link.ingroup import InGroupLiveness
 from fastpayd.link.inrange import InRangeTable, Left
 from fastpayd.link.stream import (
     ClientConnection,
@@ -69,7 +70,7 @@ from fastpayd.wifidirect import (
     WifiDirectClient,
     WifiDirectError,
 )
-from fastpayd.wifidirect.group import PresenceResponder
+from fastpayd.wifidirect.group import PresenceResponder, probe
 from fastpayd.wifidirect.radio import DEFAULT_FREQUENCY, Membership
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,10 @@ class WifiDirectLink(Link):
         self.linger = float(opts.get("linger", 2.0))
         self.stale_rounds = int(opts.get("stale_rounds", 2))
         self.group_sharing = bool(opts.get("group_sharing", False))
-        self.choose_window = float(opts.get("choose_window", 6.0))
+        self.choose_window = float(opts.get("choose_window", 8.0))
+        self.persistent_groups = bool(opts.get("persistent_groups", True))
+        self.in_group_probe = float(opts.get("in_group_probe", 1.0))
+        self.in_group_misses = int(opts.get("in_group_misses", 3))
         # An authority is *fresh* while its last service answer is younger than about one
         # round: only fresh ones are worth a join (see in_range).
         self.fresh_for = float(opts.get("fresh_for",
@@ -153,6 +157,7 @@ class WifiDirectLink(Link):
         self.role = me.role if me is not None else "client"
         self._committee_id = opts.get("committee")
         self._presence: asyncio.DatagramTransport | None = None
+        self._cid = ""
         self._authority: WifiDirectAuthority | None = None
         self._client: WifiDirectClient | None = None
         self._server: asyncio.Server | None = None
@@ -252,6 +257,7 @@ class WifiDirectLink(Link):
 
     async def start(self, handler: RequestHandler | None) -> None:
         committee = self._committee(handler)
+        self._cid = committee
         try:
             if self.role == "authority":
                 await self._start_authority(handler, committee)
@@ -259,6 +265,7 @@ class WifiDirectLink(Link):
                 self._client = WifiDirectClient(committee, ifname=self.interface,
                                                 bus_address=self.bus,
                                                 on_event=self._on_wd_event)
+                self._client.reinvoke = self.persistent_groups
                 await self._client.__aenter__()
                 self._discovery = asyncio.create_task(self._discover_forever(),
                                                       name="wifidirect-discovery")
@@ -283,7 +290,8 @@ class WifiDirectLink(Link):
                                               on_event=self._on_wd_event,
                                               sharing=self.group_sharing,
                                               choose_window=self.choose_window,
-                                              known=self._is_ours)
+                                              known=self._is_ours,
+                                              persistent=self.persistent_groups)
         await self._authority.start()
         if handler is None:
             return
@@ -506,6 +514,10 @@ class WifiDirectLink(Link):
                     me.conn = conn
                     me.conns[name] = conn
                 ready.set_result(conn)
+                watcher = None
+                if me is not None and ap.record.group is not None and self.in_group_probe > 0:
+                    watcher = asyncio.create_task(self._watch_group(me, member),
+                                                  name=f"in-group-{name}")
                 release = me.release if me is not None else asyncio.Event()
                 while not (member.gone.is_set() or release.is_set()):
                     if me is None:
@@ -515,6 +527,9 @@ class WifiDirectLink(Link):
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(release.wait(), max(0.1, self.linger - idle))
+                if watcher is not None:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
                 for c in (me.conns.values() if me is not None else (conn,)):
                     c.close()
                 if member.gone.is_set():
@@ -535,6 +550,33 @@ class WifiDirectLink(Link):
             if self._session is me:
                 self._session = None
                 self._radio_busy_changed()
+
+    async def _watch_group(self, session: _Session, member: Membership) -> None:
+        """Range awareness inside a shared group (see :mod:`fastpayd.link.ingroup`): probe
+        who answers every ``in_group_probe`` s; an authority silent ``in_group_misses``
+        times in a row leaves the table (the GO: the whole group is treated as lost)."""
+        live = InGroupLiveness([n for n in self.table.names if self._in_session(n, session)],
+                               self.in_group_misses)
+        while session.alive() and not member.gone.is_set():
+            try:
+                answers = await probe(member.group.ifname, self.port, self._cid,
+                                      wait=self.in_group_probe, repeats=2)
+            except OSError as exc:
+                log.warning("in-group probe: %s", exc)
+                return
+            for name in live.probe_done(answers, time.monotonic()):
+                ap = self.table.get(name)
+                if ap is None:
+                    continue
+                if ap.host is None:  # the GO: its group is as good as gone
+                    self.events.emit("authority_out_of_range", authority=name,
+                                     address=ap.address, reason="silent in its group")
+                    member.set_gone()
+                    return
+                conn = session.conns.pop(name, None)
+                if conn is not None:
+                    conn.close()
+                self._table_remove(name, "silent in the group")
 
     # -- reporting -----------------------------------------------------------------------
 

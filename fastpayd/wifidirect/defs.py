@@ -20,6 +20,8 @@ IFACE_P2P: Final = "fi.w1.wpa_supplicant1.Interface.P2PDevice"
 IFACE_WPS: Final = "fi.w1.wpa_supplicant1.Interface.WPS"
 IFACE_PEER: Final = "fi.w1.wpa_supplicant1.Peer"
 IFACE_GROUP: Final = "fi.w1.wpa_supplicant1.Group"
+IFACE_BSS: Final = "fi.w1.wpa_supplicant1.BSS"
+IFACE_PERSISTENT_GROUP: Final = "fi.w1.wpa_supplicant1.PersistentGroup"
 IFACE_PROPERTIES: Final = "org.freedesktop.DBus.Properties"
 IFACE_DBUS: Final = "org.freedesktop.DBus"
 
@@ -40,6 +42,8 @@ SIG_PD_DISPLAY_PIN_REQUEST: Final = "ProvisionDiscoveryRequestDisplayPin"  # (o,
 SIG_PD_FAILURE: Final = "ProvisionDiscoveryFailure"  # (o, i)
 # Signals of fi.w1.wpa_supplicant1.Group (GO side only).
 SIG_PEER_JOINED: Final = "PeerJoined"  # (o)
+SIG_PERSISTENT_GROUP_ADDED: Final = "PersistentGroupAdded"  # (o, a{sv}) its network block
+SIG_PERSISTENT_GROUP_REMOVED: Final = "PersistentGroupRemoved"  # (o)
 SIG_PEER_DISCONNECTED: Final = "PeerDisconnected"  # (o)
 # org.freedesktop.DBus.Properties
 SIG_PROPERTIES_CHANGED: Final = "PropertiesChanged"  # (s, a{sv}, as)

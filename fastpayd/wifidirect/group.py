@@ -9,11 +9,15 @@ GO forwards frames between its members).  Two parts, kept apart:
 * the **choice** (:func:`choose`, pure): an authority that starts with sharing on
   advertises ``group=""`` (still choosing) and listens one discovery window; then it
   joins the lowest-named GO it heard (an existing group wins, so a restarted authority
-  does not split its room), or becomes GO if no lower-named authority is still choosing,
-  or waits another window (at most ``max_waits``, then it becomes GO).  Deterministic,
-  so a room settles on one GO; a chain of authorities that do not all hear each other
-  settles on more than one group, which only costs a client another join.  When the GO
-  goes away its members choose again.
+  does not split its room) unless an authority still choosing has a lower name than that
+  GO, or becomes GO if no lower-named authority is still choosing; otherwise (or when it
+  heard nobody yet) it waits another window (at most ``max_waits``, then it decides with
+  what it has).  Deterministic, so a room settles on one GO; a chain of authorities that
+  do not all hear each other settles on more than one group, which only costs a client
+  another join.  When the GO goes away its members choose again, and a GO without
+  clients in its group looks for a better group now and then (more members, or as many
+  and a lower name) and moves into it, its members following: a room split by missed
+  answers heals.
 * **presence** (:class:`PresenceResponder`, :func:`probe`): the GO must say in its
   record which authorities are in its group and at which address, and members are not
   discoverable while they are clients of the group.  Every sharing authority answers a
@@ -53,12 +57,17 @@ def choose(me: str, heard: Mapping[str, str | None], waited: int, max_waits: int
     """The group choice (module docstring); ``heard``: authority name → its advertised
     ``group`` (its own name: a GO; ``""``: choosing; another name: a member; None: not
     sharing, a GO of its own group that will not join anyone)."""
+    may_wait = waited < max_waits
     gos = sorted(n for n, g in heard.items() if n != me and (g == n or g is None))
+    choosing = [n for n, g in heard.items() if n != me and g == ""]
     if gos:
+        # One still choosing with a lower name than that GO may be about to become the
+        # room's GO (its answer predates its group): give it a window.
+        if may_wait and any(n < gos[0] for n in choosing):
+            return Choice("wait")
         return Choice("join", gos[0])
-    lower_choosing = [n for n, g in heard.items() if n < me and g == ""]
-    if lower_choosing and waited < max_waits:
-        return Choice("wait")
+    if may_wait and (not heard or any(n < me for n in choosing)):
+        return Choice("wait")  # nobody heard yet (a slow machine), or a lower one choosing
     return Choice("go")
 
 

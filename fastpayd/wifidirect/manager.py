@@ -384,6 +384,32 @@ class WpaManager:
     async def cancel(self) -> None:
         await self.p2p("Cancel")
 
+    async def refresh_group_bssid(self, group: Group) -> None:
+        """Read ``group``'s BSSID again (empty right after a re-invoked client group
+        started), from the group object or else from the interface's current BSS."""
+        with contextlib.suppress(WpaError):
+            gprops = await self.get_all(group.path, defs.IFACE_GROUP)
+            group.bssid = defs.mac_str(bytes(gprops.get("BSSID", b""))) or group.bssid
+        if group.bssid or not group.iface_path:
+            return
+        with contextlib.suppress(WpaError):
+            bss = await self.get_property(group.iface_path, defs.IFACE_INTERFACE, "CurrentBSS")
+            if bss and str(bss) != "/":
+                raw = await self.get_property(str(bss), defs.IFACE_BSS, "BSSID")
+                group.bssid = defs.mac_str(bytes(raw)) if raw else ""
+
+    async def persistent_groups(self) -> dict[str, dict[str, Any]]:
+        """Persistent group object → its network block (``ssid``, ``mode``: "3" a GO's,
+        "0" a client's; ``bssid``...), as wpa_supplicant stores them."""
+        out: dict[str, dict[str, Any]] = {}
+        for path in await self.get_property(self.iface_path, defs.IFACE_P2P,
+                                            "PersistentGroups"):
+            with contextlib.suppress(WpaError):
+                props = await self.get_property(path, defs.IFACE_PERSISTENT_GROUP,
+                                                "Properties")
+                out[str(path)] = {k: unwrap(v) for k, v in dict(props).items()}
+        return out
+
     async def leave_stale_groups(self, timeout: float = 10.0) -> list[str]:
         """Leave every group wpa_supplicant still runs for us; return their interface paths.
 

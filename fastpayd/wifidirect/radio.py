@@ -70,6 +70,8 @@ EVENTS = (
     "group_left",  # address, reason, duration (client left)
     "client_joined",  # address (authority: a client joined the group)
     "client_left",  # address
+    "reinvoke_failed",  # address, reason, elapsed (client: fell back to a WPS join)
+    "group_merge",  # into, members (authority: leaving its empty group for a better one)
     "group_choice",  # action (go/join/wait), target, heard, waited (authority, sharing)
     "record_updated",  # group, members (authority: its advertised record changed)
 )
@@ -149,8 +151,11 @@ class WifiDirectAuthority(_Emitter):
                  on_event: EventCallback | None = None, start_timeout: float = 60.0,
                  sharing: bool = False, choose_window: float = 6.0, max_waits: int = 2,
                  known: Callable[[FastPayRecord], bool] | None = None,
-                 probe_every: float = 10.0) -> None:
+                 probe_every: float = 10.0, persistent: bool = True,
+                 merge_every: float = 15.0) -> None:
         super().__init__(on_event)
+        self.persistent = persistent
+        self.merge_every = merge_every
         self.record = replace(record, group="") if sharing else record
         self.sharing = sharing
         self.choose_window = choose_window
@@ -169,6 +174,7 @@ class WifiDirectAuthority(_Emitter):
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._prober: asyncio.Future[None] | None = None
+        self._leaving = False  # ending our own group on purpose (merging into another)
 
     async def __aenter__(self) -> WifiDirectAuthority:
         await self.start()
@@ -279,6 +285,56 @@ class WifiDirectAuthority(_Emitter):
             with contextlib.suppress(WifiDirectError):
                 await self._advertise(replace(self.record, members=tuple(shared.items())))
 
+    async def _merge_forever(self) -> None:
+        """GO with sharing and no clients in its group: look (one window) for a better group
+        in range -- more members, or as many and a lower name -- and move into it (our
+        members, their group gone, choose again and follow).  Heals a room that split
+        because its authorities started apart or missed each other's answers (a loaded
+        machine); a GO with a paying client in its group is never disturbed."""
+        while not self._stopping:
+            await asyncio.sleep(self.merge_every)  # a periodic check, not a wait for an event
+            if self.group is None or self._has_clients() or self.member_of is not None:
+                continue
+            finder = WifiDirectClient(self.record.committee, manager=self.manager,
+                                      on_event=self._on_event)
+            try:
+                found = await finder.discover(timeout=self.choose_window)
+            except (WifiDirectError, TimeoutError) as exc:
+                log.warning("merge check: %s", exc)
+                continue
+            mine = (len(self.record.members), self.record.name)
+            better = sorted((p for p in found if p.record.name != self.record.name
+                             and self.known(p.record) and p.record.is_go
+                             and (-len(p.record.members), p.record.name)
+                             < (-mine[0], mine[1])),
+                            key=lambda p: (-len(p.record.members), p.record.name))
+            if not better or self._has_clients() or self.group is None:
+                continue
+            target = better[0]
+            self.emit("group_merge", into=target.record.name,
+                      members=[n for n, _ in target.record.members])
+            await self._end_own_group()
+            if not await self._join_shared(finder, target):
+                await self._start_group()  # could not move: keep serving as before
+                await self._advertise(replace(self.record, group=self.record.name))
+
+    def _has_clients(self) -> bool:
+        """Peers in our group that are not authorities of the room (paying clients)."""
+        return len(self.members) > len(self.shared)
+
+    async def _end_own_group(self) -> None:
+        group, self._leaving = self.group, True
+        try:
+            if group is not None:
+                with self.manager.expect({defs.SIG_GROUP_FINISHED}) as exp:
+                    with contextlib.suppress(WpaError, TimeoutError):
+                        await self.manager.disconnect(group.iface_path)
+                        await exp.wait(10.0)
+        finally:
+            self._leaving = False
+        self.group = None
+        self.shared = {}
+
     async def _probe_forever(self) -> None:
         while not self._stopping:
             await self._refresh_members()
@@ -286,9 +342,16 @@ class WifiDirectAuthority(_Emitter):
 
     async def _start_group(self) -> None:
         t0 = time.monotonic()
+        args: dict[str, Any] = {"persistent": False}
+        if self.persistent:
+            # Pre-established: the same credentials every time (across our restarts
+            # too, while wpa_supplicant runs), so a returning client re-invokes the
+            # group it stored instead of a WPS provisioning.
+            stored = await self._stored_go_group()
+            args = {"persistent_group_object": stored} if stored else {"persistent": True}
         with self.manager.expect({defs.SIG_GROUP_STARTED},
                                  lambda s: s.args[0].get("role") == "GO") as exp:
-            await self.manager.group_add(persistent=False, frequency=self.frequency)
+            await self.manager.group_add(frequency=self.frequency, **args)
             sig = await exp.wait(self.start_timeout)
         self.group = self.manager.groups[sig.args[0]["group_object"]]
         await self._authorize()
@@ -297,6 +360,17 @@ class WifiDirectAuthority(_Emitter):
         if self.sharing and self._prober is None:
             self._prober = asyncio.ensure_future(self._probe_forever())
             self._tasks.add(self._prober)
+            self._tasks.add(asyncio.ensure_future(self._merge_forever()))
+
+    async def _stored_go_group(self) -> str | None:
+        """A persistent GO group wpa_supplicant stored for us earlier, if any."""
+        try:
+            stored = await self.manager.persistent_groups()
+        except WpaError as exc:
+            log.warning("reading persistent groups: %s", exc)
+            return None
+        gos = sorted(p for p, props in stored.items() if str(props.get("mode")) == "3")
+        return gos[0] if gos else None
 
     async def _authorize(self) -> None:
         """(Re-)arm the committee PIN on the GO so the next enrollee can use it."""
@@ -341,8 +415,9 @@ class WifiDirectAuthority(_Emitter):
             self.group = None
             self.members.clear()
             self.emit("group_finished", role="GO", ifname=group.ifname,
-                      reason="stopped" if self._stopping else "lost")
-            if not self._stopping:
+                      reason="stopped" if self._stopping else
+                      "merging" if self._leaving else "lost")
+            if not (self._stopping or self._leaving):
                 self._spawn(self._restart())
 
     async def _restart(self) -> None:
@@ -399,6 +474,11 @@ class WifiDirectClient(_Emitter):
         self.pin = service.wps_pin_for(committee)
         # An authority choosing a shared group lends its own (started) manager.
         self.manager = manager or WpaManager(ifname, bus_address)
+        # Groups joined before (GO device address → (persistent group object, MHz)):
+        # rejoined by re-invocation, without WPS provisioning (``reinvoke``).
+        self.stored: dict[str, tuple[str, int | None]] = {}
+        self.reinvoke = True
+        self.reinvoke_timeout = 12.0
         self.authorities: dict[str, AuthorityPeer] = {}  # by device address
         self._token: int | None = None
 
@@ -510,7 +590,56 @@ class WifiDirectClient(_Emitter):
         return sorted(found.values(), key=lambda p: -(p.level if p.level is not None else -999))
 
     # -- sessions --------------------------------------------------------------------
+    async def _reinvoked(self, peer: AuthorityPeer, deadline: float) -> Group | None:
+        """Rejoin a group we stored before by re-invoking it (association with the stored
+        credentials, no provisioning); None if we have none for ``peer`` or it failed."""
+        stored = self.stored.get(peer.address) if self.reinvoke else None
+        if stored is None:
+            return None
+        path, freq = stored
+        t0 = time.monotonic()
+        wait = max(0.1, min(self.reinvoke_timeout, deadline - t0))
+        names = {defs.SIG_GROUP_STARTED, defs.SIG_GROUP_FORMATION_FAILURE,
+                 defs.SIG_GROUP_FINISHED}
+        sig = None
+        reason = "timeout"
+        with self.manager.expect(names) as exp:
+            try:
+                args: dict[str, Any] = {"persistent_group_object": path}
+                if freq:
+                    args["frequency"] = freq  # scan one channel, not all
+                await self.manager.group_add(**args)
+                sig = await exp.wait(wait)
+            except TimeoutError:
+                pass
+            except WpaError as exc:
+                reason = str(exc)
+        if sig is not None and sig.name == defs.SIG_GROUP_STARTED:
+            group = self.manager.groups.get(sig.args[0].get("group_object", ""))
+            if group is not None:
+                return group
+        if sig is not None:
+            reason = f"{sig.name} {sig.args!r}"
+        # Whatever half-started must go before a WPS join; the stored group is stale
+        # (the GO restarted with other credentials, or is out of range).
+        self.stored.pop(peer.address, None)
+        await self.manager.leave_stale_groups(timeout=5.0)
+        with contextlib.suppress(WpaError):
+            await self.manager.cancel()
+        self.emit("reinvoke_failed", address=peer.address, reason=reason,
+                  elapsed=time.monotonic() - t0)
+        return None
+
+    def _on_stored(self, peer: AuthorityPeer, sig: Signal) -> None:
+        """A persistent group was stored during our join to ``peer``: remember it."""
+        if sig.name == defs.SIG_PERSISTENT_GROUP_ADDED and sig.args:
+            self.stored[peer.address] = (str(sig.args[0]), None)
+
     async def _join(self, peer: AuthorityPeer, deadline: float, attempts: int) -> Group:
+        group = await self._reinvoked(peer, deadline)
+        if group is not None:
+            group.props["reinvoked"] = True
+            return group
         names = {defs.SIG_GROUP_STARTED, defs.SIG_GROUP_FORMATION_FAILURE, defs.SIG_WPS_FAILED,
                  defs.SIG_GO_NEGOTIATION_FAILURE, defs.SIG_PD_FAILURE}
         last = "timeout"
@@ -518,17 +647,26 @@ class WifiDirectClient(_Emitter):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            with self.manager.expect(names) as exp:
-                try:
-                    await self.manager.connect(peer=peer.path, join=True, wps_method="display",
-                                               pin=self.pin)
-                    sig = await exp.wait(remaining)
-                except TimeoutError:
-                    sig = None
-                except WpaError as exc:
-                    sig, last = None, str(exc)
+            token = self.manager.subscribe(lambda sig: self._on_stored(peer, sig))
+            try:
+                with self.manager.expect(names) as exp:
+                    try:
+                        await self.manager.connect(peer=peer.path, join=True,
+                                                   wps_method="display", pin=self.pin,
+                                                   persistent=self.reinvoke)
+                        sig = await exp.wait(remaining)
+                    except TimeoutError:
+                        sig = None
+                    except WpaError as exc:
+                        sig, last = None, str(exc)
+            finally:
+                self.manager.unsubscribe(token)
             if sig is not None and sig.name == defs.SIG_GROUP_STARTED:
-                return self.manager.groups[sig.args[0]["group_object"]]
+                group = self.manager.groups[sig.args[0]["group_object"]]
+                if peer.address in self.stored:
+                    path, _ = self.stored[peer.address]
+                    self.stored[peer.address] = (path, group.frequency)
+                return group
             if sig is not None:
                 last = f"{sig.name} {sig.args!r}"
             self.emit("formation_failed", address=peer.address, reason=last, attempt=attempt)
@@ -551,11 +689,19 @@ class WifiDirectClient(_Emitter):
         ``opener(host, port)`` makes the connection (the daemon's builds its framed
         protocol). Returns ``(whatever opener returned, host)``.
         """
-        host = f"{member or link_local_from_mac(group.bssid)}%{group.ifname}"
         open_fn = opener
         delay = 0.05
         last: Exception | None = None
+        host = ""
         while time.monotonic() < deadline:
+            if not member and not group.bssid:
+                # A re-invoked group may report its BSSID only once associated.
+                await self.manager.refresh_group_bssid(group)
+                if not group.bssid:
+                    await asyncio.sleep(delay)  # back off until the property is set
+                    delay = min(delay * 2, 1.0)
+                    continue
+            host = f"{member or link_local_from_mac(group.bssid)}%{group.ifname}"
             try:
                 conn = await asyncio.wait_for(open_fn(host, port),
                                               min(5.0, deadline - time.monotonic()))
@@ -586,7 +732,8 @@ class WifiDirectClient(_Emitter):
         deadline = t0 + timeout
         group = await self._join(peer, deadline, attempts)
         self.emit("group_joined", address=peer.address, authority=peer.record.name,
-                  ifname=group.ifname, go_address=group.bssid, elapsed=group.started_at - t0)
+                  ifname=group.ifname, go_address=group.bssid, elapsed=group.started_at - t0,
+                  reinvoked=bool(group.props.get("reinvoked")))
         member = Membership(peer, group, deadline)
 
         def watch(sig: Signal) -> None:

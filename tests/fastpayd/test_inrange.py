@@ -73,3 +73,17 @@ def test_link_builds_its_table_from_the_link_options() -> None:
     link = WifiDirectLink(config, directory, None, "client0")  # type: ignore[arg-type]
     assert link.table.fresh_for == 10.5 and link.table.stale_rounds == 2
     assert link.max_parallel == 1 and link.reachable_authorities() == []
+
+
+def test_in_group_liveness_reports_silence_once_after_misses():
+    from fastpayd.link.ingroup import InGroupLiveness
+
+    live = InGroupLiveness(["auth0", "auth1", "auth2"], misses=2)
+    assert live.probe_done(["auth0", "auth1", "auth2"], 1.0) == []
+    assert live.probe_done(["auth0", "auth2"], 2.0) == []  # one miss is a lost datagram
+    assert live.probe_done(["auth0", "auth2", "auth1"], 3.0) == []  # and it answered again
+    assert live.probe_done(["auth0"], 4.0) == []
+    assert live.probe_done(["auth0"], 5.0) == ["auth1", "auth2"]
+    assert live.probe_done([], 6.0) == []  # reported once; auth0 has one miss
+    assert live.probe_done([], 7.0) == ["auth0"]
+    assert live.expected == [] and live.last_answer["auth0"] == 5.0

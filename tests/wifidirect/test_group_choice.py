@@ -33,10 +33,20 @@ def test_an_existing_group_wins_over_names():
     assert choose("auth3", {"auth1": None}, 0, 2) == Choice("join", "auth1")
 
 
+def test_a_lower_authority_still_choosing_is_waited_for():
+    # auth3 heard auth2 run a group, but auth0 (lower than auth2) answered before its own
+    # group was up: wait a window rather than split the room.
+    assert choose("auth3", {"auth0": "", "auth2": "auth2"}, 0, 2) == Choice("wait")
+    assert choose("auth3", {"auth0": "auth0", "auth2": "auth2"}, 1, 2) == Choice("join", "auth0")
+    assert choose("auth3", {"auth0": "", "auth2": "auth2"}, 2, 2) == Choice("join", "auth2")
+
+
 def test_members_and_silence_make_a_go_and_waiting_is_bounded():
-    assert choose("auth1", {}, 0, 2) == Choice("go")
+    assert choose("auth1", {}, 0, 2) == Choice("wait")  # nobody heard yet: a slow machine
+    assert choose("auth1", {}, 2, 2) == Choice("go")
     # auth1 is a member of someone else's group we cannot hear: no group to join here.
     assert choose("auth2", {"auth1": "auth0"}, 0, 2) == Choice("go")
+    assert choose("auth2", {"auth3": ""}, 0, 2) == Choice("go")  # only higher ones choosing
     # A lower-named authority that never decides does not keep us waiting for ever.
     assert choose("auth2", {"auth1": ""}, 2, 2) == Choice("go")
 
