@@ -122,13 +122,18 @@ class Daemon:
 
     async def wait_event(self, pred: Callable[[dict[str, Any]], bool], timeout: float,
                          what: str) -> dict[str, Any]:
-        """Poll the control socket's events until one matches ``pred``."""
+        """Read the daemon's events until one matches ``pred``: a long-poll (``wait``) on
+        the control socket, so this wakes at the event itself, not on a timer."""
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for e in await self.events():
+        since = 0
+        while (left := end - time.monotonic()) > 0:
+            poll = min(left, 20.0)
+            answer = await self.ctl({"cmd": "events", "since": since, "wait": poll},
+                                    poll + 30.0)
+            for e in answer["events"]:
                 if pred(e):
                     return e
-            await asyncio.sleep(0.3)
+                since = max(since, int(e["seq"]))
         raise AssertionError(f"{self.name}: no {what} within {timeout}s:\n{self.tail()}")
 
 
