@@ -124,7 +124,11 @@ def test_mobile_transfer_collects_votes_along_the_route(
     done = layer.wait_payment("c0", 600)
     assert done["state"] == "complete"
     assert sorted(done["confirmed"]) == sorted(AUTHS)
-    events = layer.daemon("c0").events()
+    # The progress says complete once the session knows it; the daemon logs its events
+    # right after making that durable: wait for the log to say so too.
+    events = _wait(lambda: (lambda ev: ev if any(e["event"] == "transfer_completed"
+                                                 for e in ev) else None)(
+        layer.daemon("c0").events()), 60, "c0's transfer_completed event")
     votes = [e for e in events if e["event"] == "vote_received"]
     assert len({e["authority"] for e in votes}) >= 3
     cert = next(e for e in events if e["event"] == "certificate_formed")
