@@ -61,6 +61,7 @@ EVENTS = (
     "peer_found",  # address, device_name, level: a P2P device answered our Find
     "peer_lost",  # address
     "authority_discovered",  # address, authority, committee, port, level, sd_seconds
+    "sd_retry",  # address, attempt: a service discovery request went unanswered; asked again
     "peer_ignored",  # address, reason: not a FastPay authority of our committee
     "group_started",  # role, ifname, frequency, elapsed (authority: GO up)
     "group_finished",  # role, ifname, reason
@@ -479,6 +480,8 @@ class WifiDirectClient(_Emitter):
         self.stored: dict[str, tuple[str, int | None]] = {}
         self.reinvoke = True
         self.reinvoke_timeout = 12.0
+        # Service discovery requests per device and round before it counts as silent.
+        self.sd_attempts = 3
         self.authorities: dict[str, AuthorityPeer] = {}  # by device address
         self._token: int | None = None
 
@@ -529,16 +532,28 @@ class WifiDirectClient(_Emitter):
         async def query(peer: Peer) -> None:
             tq = time.monotonic()
             pred: Callable[[Signal], bool] = lambda s: s.args[0].get("peer_object") == peer.path  # noqa: E731
-            with self.manager.expect({defs.SIG_SD_RESPONSE}, pred) as exp:
-                ref = await self.manager.service_discovery_request(
-                    service.bonjour_all_query(), peer.path)
-                try:
-                    sig = await exp.wait(max(0.1, min(query_timeout, deadline - tq)))
-                except TimeoutError:
-                    with contextlib.suppress(WpaError):
-                        await self.manager.service_discovery_cancel(ref)
-                    self.emit("peer_ignored", address=peer.address, reason="no service answer")
-                    return
+            sig: Signal | None = None
+            # A lost request or answer (a busy channel, the peer off in its own search) must
+            # not hide an authority for the whole round: ask again, up to sd_attempts times.
+            for attempt in range(1, self.sd_attempts + 1):
+                wait = min(query_timeout, deadline - time.monotonic())
+                if wait < 0.1:
+                    break
+                with self.manager.expect({defs.SIG_SD_RESPONSE}, pred) as exp:
+                    ref = await self.manager.service_discovery_request(
+                        service.bonjour_all_query(), peer.path)
+                    try:
+                        sig = await exp.wait(wait)
+                        break
+                    except TimeoutError:
+                        with contextlib.suppress(WpaError):
+                            await self.manager.service_discovery_cancel(ref)
+                if attempt < self.sd_attempts:
+                    self.emit("sd_retry", address=peer.address, attempt=attempt,
+                              since_start=time.monotonic() - t0)
+            if sig is None:
+                self.emit("peer_ignored", address=peer.address, reason="no service answer")
+                return
             records = [r for r in service.records_from_tlvs(bytes(sig.args[0].get("tlvs", b"")))
                        if r.role == "authority"]
             mine = [r for r in records if r.committee == self.committee]

@@ -74,6 +74,13 @@ async def discover(st: Any, on_event: Any, want: int | None = 1, timeout: float 
         return await client.discover(timeout=timeout, want=want)
 
 
+def _the(peers: list[AuthorityPeer], address: str) -> AuthorityPeer:
+    """The peer at ``address`` among those discovered, or a failure that says so."""
+    mine = [p for p in peers if p.address == address]
+    assert mine, f"{address} not discovered (found {[p.address for p in peers]})"
+    return mine[0]
+
+
 async def discover_and_echo(st: Any, on_event: Any, authority: str, payload: Any
                             ) -> dict[str, Any]:
     """Discover, join ``authority``'s group, send one frame, read the echo, leave."""
@@ -83,7 +90,7 @@ async def discover_and_echo(st: Any, on_event: Any, authority: str, payload: Any
         t0 = time.monotonic()
         peers = await client.discover(timeout=90.0, want=1)
         out["discover_s"] = time.monotonic() - t0
-        peer = next(p for p in peers if p.address == authority)
+        peer = _the(peers, authority)
         t1 = time.monotonic()
         async with session(client, peer, timeout=120.0) as (reader, writer):
             out["connected_s"] = time.monotonic() - t1
@@ -267,7 +274,7 @@ async def _member_serving(st: Any, on_event: Any, go: str, rec: FastPayRecord,
     async with WifiDirectClient(COMMITTEE, ifname=st.ifname, bus_address=st.bus,
                                 on_event=on_event) as client:
         peers = await client.discover(timeout=90.0, want=1)
-        peer = next(p for p in peers if p.address == go)
+        peer = _the(peers, go)
         async with client.membership(peer, timeout=120.0) as member:
             out["ifname"] = member.group.ifname
             server = await asyncio.start_server(handler, host="::", port=rec.port,
@@ -299,7 +306,7 @@ async def test_member_authority_is_reachable_through_the_go(stations: Any, event
             async with WifiDirectClient(COMMITTEE, ifname=cli.ifname, bus_address=cli.bus,
                                         on_event=events.sink("cli1")) as client:
                 peers = await client.discover(timeout=90.0, want=1)
-                peer = next(p for p in peers if p.address == auth_st.p2p_address)
+                peer = _the(peers, auth_st.p2p_address)
                 async with client.membership(peer, timeout=120.0) as member:
                     for host in (None, member_mac):
                         t0 = time.monotonic()

@@ -71,7 +71,7 @@ def room(stations: Any) -> Iterator[dict[str, Daemon]]:
 
 async def _story(room: dict[str, Daemon]) -> str:
     """Each daemon's events, one line each (for a failure message)."""
-    noise = {"peer_found", "peer_ignored", "peer_connected", "peer_disconnected"}
+    noise = {"peer_found", "peer_ignored", "sd_retry", "peer_connected", "peer_disconnected"}
     out = []
     for name, d in room.items():
         if d.proc is None:
