@@ -16,6 +16,11 @@ Metrics (seconds unless named otherwise):
   ``credited`` (the recipient's balance showed the payment); each with p50 and p95.
 * ``completion_rate`` — completed / started transfers; ``delivery_success_rate`` —
   credited recipients / completed transfers.
+* ``handoff_s`` — per certified transfer: the ``certificate_formed`` at the payer → the
+  payee's ``payment_received`` (credited, verified alone), with its ``channel``: ``direct``
+  (handed over by the payer over their own P2P group) or ``authority`` (picked up from an
+  authority); ``handoff_channels`` counts each.  ``payee_payments`` — transfers started
+  by a client after it was credited a payment (it spends what it received).
 * ``convergence_time_s`` — after each topology change between a client and an
   authority (the radios come into or leave each other's range), until the client's
   daemon reflects it (``authority_in_range`` / ``authority_out_of_range``).
@@ -124,7 +129,15 @@ def transfers(events: Events, clients: list[str], weights: dict[str, int], quoru
             done = _named(ev, "transfer_completed", sequence_number=seq)
             if done:
                 row["completed"] = round(done[0]["t"] - t0, 3)
+            row["handoff"] = None
             if cert:
+                got = next((e for e in sorted(events.get(str(row["recipient"]), []),
+                                              key=lambda e: e["t"])
+                            if e.get("event") == "payment_received" and e.get("sender") == c
+                            and e.get("sequence_number") == seq), None)
+                if got is not None:
+                    row["handoff"] = {"seconds": round(got["t"] - cert[0]["t"], 3),
+                                      "channel": got.get("channel")}
                 credit = next((r for r in credits if r["recipient"] == row["recipient"]
                                and r["t"] >= cert[0]["t"]), None)
                 if credit is not None:
@@ -173,6 +186,24 @@ def compute(events: Events, *, clients: list[str], authorities: list[str],
     completed = [r for r in rows if r["completed"] is not None]
     credited = [r for r in completed if r["credited"] is not None]
     bare = [float(r["seconds"]) for r in records if r.get("event") == "bare_join"]
+    handed = [r["handoff"] for r in rows if r["handoff"] is not None]
+    channels: dict[str, int] = {}
+    for h in handed:
+        channels[str(h["channel"])] = channels.get(str(h["channel"]), 0) + 1
+    first_credit = {}
+    for c in clients:
+        got = [e["t"] for e in events.get(c, []) if e.get("event") == "payment_received"]
+        if got:
+            first_credit[c] = min(got)
+    spent = []
+    for r in rows:
+        start = next((e["t"] for e in events.get(r["sender"], [])
+                      if e.get("event") == "transfer_started"
+                      and e.get("sequence_number") == r["sequence_number"]), None)
+        if start is not None and r["sender"] in first_credit \
+                and start >= first_credit[r["sender"]]:
+            spent.append({"sender": r["sender"], "sequence_number": r["sequence_number"],
+                          "recipient": r["recipient"], "completed": r["completed"]})
     return {
         "discovery_time_s": discovery_times(events, clients),
         "connection_time_s": connection_times(events, clients),
@@ -184,6 +215,9 @@ def compute(events: Events, *, clients: list[str], authorities: list[str],
         "completion_rate": round(len(completed) / len(rows), 3) if rows else None,
         "delivery_success_rate": round(len(credited) / len(completed), 3)
         if completed else None,
+        "handoff_s": summary([float(h["seconds"]) for h in handed]),
+        "handoff_channels": channels,
+        "payee_payments": spent,
         "convergence_time_s": convergence_times(events, changes or []),
         "bare_join_s": round(bare[0], 3) if bare else None,
         "quorum": quorum,
@@ -208,6 +242,10 @@ def table(metrics: dict[str, Any]) -> Any:
     row("connection (group join)", metrics["connection_time_s"])
     for stage, s in metrics["payment_latency_s"].items():
         row(f"payment: transfer → {stage.replace('_', ' ')}", s)
+    if "handoff_s" in metrics:
+        split = ", ".join(f"{k} {v}" for k, v in sorted(metrics["handoff_channels"].items()))
+        row(f"hand-off: certificate → payee credited ({split or 'none'})",
+            metrics["handoff_s"])
     row("convergence after topology change", metrics["convergence_time_s"])
     bare = metrics["bare_join_s"]
     t.add_row("bare P2P join (wpa_cli)", "1" if bare is not None else "0",
@@ -215,6 +253,10 @@ def table(metrics: dict[str, Any]) -> Any:
     t.add_row("completion rate", str(metrics["transfers_started"]),
               str(metrics["completion_rate"]), "")
     t.add_row("delivery success rate", "", str(metrics["delivery_success_rate"]), "")
+    spent = metrics.get("payee_payments") or []
+    if spent:
+        done = sum(1 for p in spent if p["completed"] is not None)
+        t.add_row("payee's own later payments (completed)", str(len(spent)), str(done), "")
     return t
 
 

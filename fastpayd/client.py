@@ -357,7 +357,13 @@ class ClientNode(Node):
             return "not attempted: no daemon known for the recipient (it syncs)", False
         if recipient.name == self.name:
             return "self", False
-        if recipient.endpoint is None or self.link is None or self.link_is_mobile:
+        if self.link is None:
+            return "not attempted: the recipient picks it up from the authorities", False
+        reachable = self.link.reachable_clients()
+        if reachable is not None:  # a link with range (WiFi Direct): only a payee in range
+            if recipient.name not in reachable:
+                return "waiting for the payee to come in range (it can also sync)", True
+        elif recipient.endpoint is None or self.link_is_mobile:
             return "not attempted: the recipient picks it up from the authorities", False
         seq = cert.value.transfer.sequence_number
         try:

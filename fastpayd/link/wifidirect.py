@@ -22,10 +22,23 @@ Client:
 
   ``reachable_authorities()`` (fresh ones in range, best first), ``max_parallel = 1``,
   ``on_change`` and ``release`` let the client's payment session visit authorities as
-  they come into range.  Certificates reach a recipient through the
-  authorities (it picks them up with ``sync``): clients do not run groups of their own,
-  since a P2P interface with ``p2p_no_group_iface`` can be in one group at a time and a
-  client must stay free to join authorities.
+  they come into range.
+
+Direct hand-off (payer → payee, no authority needed):
+  a client that serves (the daemon's) also advertises a FastPay *client* record (role,
+  name, account public key, committee, port; nothing secret) and listens on
+  ``[::]:port``.  Discovery enters clients of our committee whose advertised key matches
+  the committee file into a small table (``client_in_range``; ``reachable_clients()``
+  lists those heard within ``fresh_for`` seconds).  ``connect(payee)`` forms a group with
+  the payee by GO negotiation -- the payee GO (intent 15, showing the committee PIN), the
+  payer joining (intent 0, typing it) -- then the same framed TCP to the GO's link-local
+  address.  The payee answers a ``GONegotiationRequest`` by taking its radio (its Find
+  round stops), forms the group, serves until the payer leaves or ``handoff_hold``
+  seconds, then ends it and goes back to discovery; while it is in an authority's group
+  it declines (the payer retries later).  A payer in the middle of an authority visit
+  does not break it off for a hand-off: ``connect`` says the radio is busy.  A P2P
+  interface with ``p2p_no_group_iface`` is in one group at a time, so the group exists
+  only for the hand-off.
 
 Options (``[link]`` of the node file, see docs/config.md): ``interface`` (``wlan0``),
 ``frequency`` (MHz, authority's GO, 2437), ``port`` (7400; ``listen``'s port wins),
@@ -35,14 +48,16 @@ Options (``[link]`` of the node file, see docs/config.md): ``interface`` (``wlan
 in a row leaves the table, 2; 0: only ``DeviceLost``), ``fresh_for`` (s since its last
 answer during which an authority is worth a join, ``discovery_window`` +
 ``discovery_pause`` + 2), ``committee`` (advertised committee id, default the committee
-file's).
+file's), ``handoff_timeout`` (s, a hand-off's GO negotiation, 30), ``handoff_hold`` (s the
+payee keeps a hand-off group at most, 20).
 
 Events (in events.jsonl and via ``events``): those of :data:`fastpayd.wifidirect.EVENTS`
 (``peer_found``, ``authority_discovered``, ``peer_ignored``, ``peer_lost``,
 ``group_started``/``group_finished`` (authority), ``group_joined``/``group_left``
 (client), ``formation_failed``, ``client_joined``/``client_left``), plus ``link_up``,
-``session_opened``, ``authority_in_range``/``authority_out_of_range`` and
-``join_failed``.  Their ``t`` is ``time.monotonic()`` at the D-Bus signal.
+``session_opened``, ``authority_in_range``/``authority_out_of_range``,
+``client_in_range``/``client_out_of_range``, ``join_failed`` and, on a payee,
+``handoff_hosted`` / ``handoff_ended`` / ``handoff_declined`` / ``handoff_host_failed``.  Their ``t`` is ``time.monotonic()`` at the D-Bus signal.
 """
 
 from __future__ import annotations
@@ -69,8 +84,10 @@ from fastpayd.wifidirect import (
     WifiDirectAuthority,
     WifiDirectClient,
     WifiDirectError,
+    defs,
 )
 from fastpayd.wifidirect.group import PresenceResponder, probe
+from fastpayd.wifidirect.manager import Signal
 from fastpayd.wifidirect.radio import DEFAULT_FREQUENCY, Membership
 
 log = logging.getLogger(__name__)
@@ -171,8 +188,15 @@ class WifiDirectLink(Link):
         self._radio_idle = asyncio.Event()  # no join waits for the radio, no session is up
         self._radio_idle.set()
         self._last_error: dict[str, str] = {}
-        self._counts = {"discovery_rounds": 0, "joins": 0, "join_failures": 0}
+        self._counts = {"discovery_rounds": 0, "joins": 0, "join_failures": 0,
+                        "handoffs_hosted": 0}
         self._closing = False
+        # Clients of our committee heard advertising: name -> (peer, last heard, monotonic).
+        self._payees: dict[str, tuple[AuthorityPeer, float]] = {}
+        self.handoff_timeout = float(opts.get("handoff_timeout", 30.0))
+        self.handoff_hold = float(opts.get("handoff_hold", 20.0))
+        self._hosting = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -190,8 +214,51 @@ class WifiDirectLink(Link):
         self.events.emit(name, **fields)
         if name == "authority_discovered":
             self._table_add(fields.get("address", ""), heard=True)
+        elif name == "client_discovered":
+            self._payee_heard(fields.get("address", ""))
         elif name == "peer_lost":
             self._table_remove_address(fields.get("address", ""), "lost")
+            self._payee_gone(fields.get("address", ""), "lost")
+
+    # -- clients in range (payees of a direct hand-off) --------------------------------
+
+    def _payee_heard(self, address: str) -> None:
+        client = self._client
+        peer = client.clients.get(address) if client else None
+        if peer is None:
+            return
+        name = peer.record.name
+        entry = self.directory.get(name)
+        if entry is None or entry.role != "client" or entry.key != peer.record.public_key:
+            self.events.emit("peer_ignored", address=address, client=name,
+                             reason="not in our committee file (name or key differs)")
+            return
+        if name == self.self_name:
+            return
+        new = name not in self._payees
+        self._payees[name] = (peer, time.monotonic())
+        if new:
+            self.events.emit("client_in_range", client=name, address=address,
+                             level=peer.level)
+            self._pulse()
+
+    def _payee_gone(self, address: str, reason: str) -> None:
+        gone = [n for n, (p, _) in self._payees.items() if p.address == address]
+        for name in gone:
+            del self._payees[name]
+            self.events.emit("client_out_of_range", client=name, address=address,
+                             reason=reason)
+        if gone:
+            self._pulse()
+
+    def reachable_clients(self) -> list[str]:
+        """Clients of our committee heard advertising within ``fresh_for`` seconds."""
+        now = time.monotonic()
+        for peer, heard in list(self._payees.values()):
+            if now - heard > self.fresh_for * max(1, self.stale_rounds):
+                self._payee_gone(peer.address, "silent")
+        return sorted(n for n, (_, heard) in self._payees.items()
+                      if now - heard <= self.fresh_for)
 
     def _pulse(self) -> None:
         self._changed()
@@ -266,7 +333,10 @@ class WifiDirectLink(Link):
                                                 bus_address=self.bus,
                                                 on_event=self._on_wd_event)
                 self._client.reinvoke = self.persistent_groups
+                self._client.handoff_timeout = self.handoff_timeout
                 await self._client.__aenter__()
+                if handler is not None:
+                    await self._start_payee(handler, committee)
                 self._discovery = asyncio.create_task(self._discover_forever(),
                                                       name="wifidirect-discovery")
         except (WifiDirectError, TimeoutError, OSError) as exc:
@@ -300,8 +370,78 @@ class WifiDirectLink(Link):
         self._server = await loop.create_server(factory, host="::", port=self.port,
                                                 family=socket.AF_INET6, reuse_address=True)
 
+    async def _start_payee(self, handler: RequestHandler, committee: str) -> None:
+        """A client that serves: payers in range hand it their certificates directly.
+        Advertise our client record, answer GO negotiations from payers, serve the
+        handler on ``[::]:port`` of whatever group a payer forms with us."""
+        client = self._client
+        assert client is not None
+        entry = self.directory.get(self.self_name)
+        if entry is None or entry.role != "client":
+            return  # not a client of the committee file: nobody pays us by name
+        factory = self._server_factory(handler, self._tracker)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(factory, host="::", port=self.port,
+                                                family=socket.AF_INET6, reuse_address=True)
+        await client.advertise(FastPayRecord(role="client", name=self.self_name,
+                                             public_key=entry.key, committee=committee,
+                                             port=self.port))
+        client.manager.subscribe(self._on_radio_signal)
+
+    def _on_radio_signal(self, sig: Signal) -> None:
+        if sig.name == defs.SIG_GO_NEGOTIATION_REQUEST and sig.args and not self._closing:
+            task = asyncio.ensure_future(self._host_handoff(str(sig.args[0])))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _host_handoff(self, path: str) -> None:
+        """A payer asks for a group with us (payee as GO): take the radio, form it, serve
+        until the payer leaves (or ``handoff_hold`` s), end it."""
+        client = self._client
+        assert client is not None
+        address = client.manager.peers[path].address if path in client.manager.peers else path
+        session = self._session
+        if self._hosting or (session is not None and session.alive()):
+            self.events.emit("handoff_declined", address=address,
+                             reason="in another group" if session else "already hosting")
+            return
+        self._hosting = True
+        self._want_radio += 1
+        self._radio_busy_changed()
+        t0 = time.monotonic()
+        try:
+            if self._round is not None:
+                self._round.cancel()
+            async with self._radio:
+                try:
+                    group = await client.host_handoff(path, self.handoff_timeout)
+                except (WifiDirectError, TimeoutError) as exc:
+                    self.events.emit("handoff_host_failed", address=address, reason=str(exc),
+                                     elapsed=time.monotonic() - t0)
+                    return
+                self._counts["handoffs_hosted"] += 1
+                self.events.emit("handoff_hosted", address=address, ifname=group.ifname,
+                                 elapsed=group.started_at - t0)
+                left = {defs.SIG_PEER_DISCONNECTED, defs.SIG_GROUP_FINISHED}
+                with client.manager.expect(left, lambda s: s.path == group.path or (
+                        s.name == defs.SIG_GROUP_FINISHED
+                        and s.args[0].get("group_object") == group.path)) as exp:
+                    with contextlib.suppress(TimeoutError):
+                        await exp.wait(self.handoff_hold)
+                with contextlib.suppress(WifiDirectError, TimeoutError):
+                    await client.leave(group)
+                self.events.emit("handoff_ended", address=address,
+                                 duration=time.monotonic() - group.started_at)
+        finally:
+            self._hosting = False
+            self._want_radio -= 1
+            self._radio_busy_changed()
+
     async def close(self) -> None:
         self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._discovery is not None:
             self._discovery.cancel()
             await asyncio.gather(self._discovery, return_exceptions=True)
@@ -320,6 +460,8 @@ class WifiDirectLink(Link):
             self._presence.close()
             self._presence = None
         if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.withdraw()
             with contextlib.suppress(Exception):
                 await self._client.__aexit__(None, None, None)
             self._client = None
@@ -396,7 +538,16 @@ class WifiDirectLink(Link):
             conn = await self._open_in(session, peer)
             if conn is not None:
                 return conn
-        ap = self.table.get(peer)
+        entry = self.directory.get(peer)
+        if entry is not None and entry.role == "client":
+            payee = self._payees.get(peer)
+            if payee is None:
+                raise LinkError(f"{peer} is not in range")
+            if session is not None and session.alive() and session.busy():
+                raise LinkError(f"the radio is busy in {session.name}'s group")
+            ap: AuthorityPeer | None = payee[0]
+        else:
+            ap = self.table.get(peer)
         if ap is None:
             err = f"{peer} is not in range" if peer in self.directory else f"unknown {peer!r}"
             self._last_error[peer] = err
@@ -532,14 +683,17 @@ class WifiDirectLink(Link):
                     await asyncio.gather(watcher, return_exceptions=True)
                 for c in (me.conns.values() if me is not None else (conn,)):
                     c.close()
-                if member.gone.is_set():
+                if member.gone.is_set() and ap.record.role != "client":
                     self._table_remove_address(ap.address, "group ended")
         except (WifiDirectError, TimeoutError, OSError) as exc:
             self._counts["join_failures"] += 1
             self.events.emit("join_failed", authority=name, address=ap.address,
                              reason=str(exc), elapsed=time.monotonic() - t0)
             # Not reachable now: out of the table until discovery sees it again.
-            self._table_remove_address(ap.address, "join failed")
+            if ap.record.role == "client":
+                self._payee_gone(ap.address, "hand-off group failed")
+            else:
+                self._table_remove_address(ap.address, "join failed")
             if not ready.done():
                 ready.set_exception(LinkError(f"joining {name}: {exc}"))
         finally:
@@ -609,6 +763,8 @@ class WifiDirectLink(Link):
             if name == self.self_name:
                 continue
             ap = self.table.get(name)
+            if ap is None and name in self._payees:  # a client in range (a payee)
+                ap = self._payees[name][0]
             out.append({
                 "name": name,
                 "role": entry.role,

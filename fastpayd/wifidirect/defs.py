@@ -34,6 +34,7 @@ SIG_GROUP_STARTED: Final = "GroupStarted"  # (a{sv}) interface_object, role, gro
 SIG_GROUP_FINISHED: Final = "GroupFinished"  # (a{sv}) same keys
 SIG_GROUP_FORMATION_FAILURE: Final = "GroupFormationFailure"  # (s reason)
 SIG_GO_NEGOTIATION_FAILURE: Final = "GONegotiationFailure"  # (a{sv}) peer_object, status
+SIG_GO_NEGOTIATION_REQUEST: Final = "GONegotiationRequest"  # (o, q passwd id, y go intent)
 SIG_WPS_FAILED: Final = "WpsFailed"  # (s, a{sv})
 SIG_SD_RESPONSE: Final = "ServiceDiscoveryResponse"  # (a{sv}) peer_object, update_indicator, tlvs
 SIG_PD_PBC_REQUEST: Final = "ProvisionDiscoveryPBCRequest"  # (o)

@@ -75,6 +75,9 @@ EVENTS = (
     "group_merge",  # into, members (authority: leaving its empty group for a better one)
     "group_choice",  # action (go/join/wait), target, heard, waited (authority, sharing)
     "record_updated",  # group, members (authority: its advertised record changed)
+    "client_discovered",  # address, client, level: a FastPay client of our committee
+    "handoff_group_joined",  # address, ifname, elapsed (payer: in a group with the payee)
+    "handoff_group_left",  # address, reason, duration
 )
 
 DEFAULT_FREQUENCY = 2437  # channel 6: a social channel, so clients doing a social find see it
@@ -483,6 +486,10 @@ class WifiDirectClient(_Emitter):
         # Service discovery requests per device and round before it counts as silent.
         self.sd_attempts = 3
         self.authorities: dict[str, AuthorityPeer] = {}  # by device address
+        # Clients of our committee heard advertising (payees for a direct hand-off).
+        self.clients: dict[str, AuthorityPeer] = {}  # by device address
+        self.handoff_timeout = 30.0
+        self._advertised: FastPayRecord | None = None
         self._token: int | None = None
 
     async def __aenter__(self) -> WifiDirectClient:
@@ -512,6 +519,9 @@ class WifiDirectClient(_Emitter):
             lost = [a for a, p in self.authorities.items() if p.path == sig.args[0]]
             for addr in lost:
                 del self.authorities[addr]
+            for addr in [a for a, p in self.clients.items() if p.path == sig.args[0]]:
+                del self.clients[addr]
+                lost = lost or [addr]
             self.emit("peer_lost", address=lost[0] if lost else address)
 
     # -- discovery -------------------------------------------------------------------
@@ -554,11 +564,20 @@ class WifiDirectClient(_Emitter):
             if sig is None:
                 self.emit("peer_ignored", address=peer.address, reason="no service answer")
                 return
-            records = [r for r in service.records_from_tlvs(bytes(sig.args[0].get("tlvs", b"")))
-                       if r.role == "authority"]
+            every = service.records_from_tlvs(bytes(sig.args[0].get("tlvs", b"")))
+            records = [r for r in every if r.role == "authority"]
             mine = [r for r in records if r.committee == self.committee]
+            clients = [r for r in every if r.role == "client" and r.committee == self.committee]
+            if clients and not mine:
+                with contextlib.suppress(WpaError):
+                    peer = await self.manager.refresh_peer(peer.path)
+                cp = AuthorityPeer(peer.address, peer.path, clients[0], peer.level, sig.at)
+                self.clients[cp.address] = cp
+                self.emit("client_discovered", address=cp.address, client=cp.record.name,
+                          level=cp.level, since_start=sig.at - t0)
+                return
             if not mine:
-                reason = "other committee" if records else "not a FastPay authority"
+                reason = "other committee" if every else "not a FastPay authority"
                 self.emit("peer_ignored", address=peer.address, reason=reason)
                 return
             with contextlib.suppress(WpaError):
@@ -603,6 +622,81 @@ class WifiDirectClient(_Emitter):
             with contextlib.suppress(WifiDirectError):
                 await self.manager.stop_find()
         return sorted(found.values(), key=lambda p: -(p.level if p.level is not None else -999))
+
+    # -- a client's own record and direct hand-offs ----------------------------------
+    async def advertise(self, record: FastPayRecord) -> None:
+        """Answer service discovery with ``record`` (a client: role, name, account key,
+        committee, port; nothing secret), so payers in range find us."""
+        for query, response in record.bonjour_services():
+            await self.manager.add_bonjour_service(query, response)
+        self._advertised = record
+
+    async def withdraw(self) -> None:
+        record, self._advertised = self._advertised, None
+        if record is None:
+            return
+        for query, _ in record.bonjour_services():
+            with contextlib.suppress(WpaError):
+                await self.manager.delete_bonjour_service(query)
+
+    async def _negotiate(self, peer: AuthorityPeer, deadline: float) -> Group:
+        """Form a group with the client ``peer`` by GO negotiation, it as GO (intent 0
+        here), the committee PIN typed in on our side: the payer's half of a hand-off."""
+        names = {defs.SIG_GROUP_STARTED, defs.SIG_GROUP_FORMATION_FAILURE, defs.SIG_WPS_FAILED,
+                 defs.SIG_GO_NEGOTIATION_FAILURE}
+        last = "timeout"
+        wait = max(0.1, min(self.handoff_timeout, deadline - time.monotonic()))
+        with self.manager.expect(names) as exp:
+            try:
+                await self.manager.connect(peer=peer.path, wps_method="keypad", pin=self.pin,
+                                           go_intent=0, persistent=False)
+                sig = await exp.wait(wait)
+            except TimeoutError:
+                sig = None
+            except WpaError as exc:
+                sig, last = None, str(exc)
+        if sig is not None and sig.name == defs.SIG_GROUP_STARTED:
+            group = self.manager.groups.get(sig.args[0].get("group_object", ""))
+            if group is not None:
+                return group
+        if sig is not None:
+            last = f"{sig.name} {sig.args!r}"
+        with contextlib.suppress(WpaError):
+            await self.manager.cancel()
+        raise FormationFailed(f"no group with {peer.address}: {last}")
+
+    async def host_handoff(self, peer_path: str, timeout: float) -> Group:
+        """Answer a payer's GO negotiation (``GONegotiationRequest`` from ``peer_path``)
+        as GO, showing the committee PIN: the payee's half.  Returns the group."""
+        names = {defs.SIG_GROUP_STARTED, defs.SIG_GROUP_FORMATION_FAILURE, defs.SIG_WPS_FAILED,
+                 defs.SIG_GO_NEGOTIATION_FAILURE}
+        last = "timeout"
+        with self.manager.expect(names) as exp:
+            try:
+                await self.manager.connect(peer=peer_path, wps_method="display", pin=self.pin,
+                                           go_intent=15, persistent=False)
+                sig = await exp.wait(timeout)
+            except TimeoutError:
+                sig = None
+            except WpaError as exc:
+                sig, last = None, str(exc)
+        if sig is not None and sig.name == defs.SIG_GROUP_STARTED:
+            group = self.manager.groups.get(sig.args[0].get("group_object", ""))
+            if group is not None:
+                return group
+        if sig is not None:
+            last = f"{sig.name} {sig.args!r}"
+        with contextlib.suppress(WpaError):
+            await self.manager.cancel()
+        raise FormationFailed(f"no group for {self._peer_address(peer_path)}: {last}")
+
+    def _peer_address(self, path: str) -> str:
+        peer = self.manager.peers.get(path)
+        return peer.address if peer and peer.address else path.rsplit("/", 1)[-1]
+
+    async def leave(self, group: Group) -> None:
+        """End or leave ``group`` (a hand-off's)."""
+        await self._leave(group)
 
     # -- sessions --------------------------------------------------------------------
     async def _reinvoked(self, peer: AuthorityPeer, deadline: float) -> Group | None:
@@ -745,8 +839,13 @@ class WifiDirectClient(_Emitter):
         """
         t0 = time.monotonic()
         deadline = t0 + timeout
-        group = await self._join(peer, deadline, attempts)
-        self.emit("group_joined", address=peer.address, authority=peer.record.name,
+        if peer.record.role == "client":  # a hand-off: a group of our own with the payee
+            group = await self._negotiate(peer, deadline)
+        else:
+            group = await self._join(peer, deadline, attempts)
+        handoff = peer.record.role == "client"
+        self.emit("handoff_group_joined" if handoff else "group_joined",
+                  address=peer.address, authority=peer.record.name,
                   ifname=group.ifname, go_address=group.bssid, elapsed=group.started_at - t0,
                   reinvoked=bool(group.props.get("reinvoked")))
         member = Membership(peer, group, deadline)
@@ -769,7 +868,8 @@ class WifiDirectClient(_Emitter):
             if member.gone.is_set() and member.reason == "done":
                 member.reason = "peer gone"
             await self._leave(group)
-            self.emit("group_left", address=peer.address, authority=peer.record.name,
+            self.emit("handoff_group_left" if handoff else "group_left",
+                      address=peer.address, authority=peer.record.name,
                       reason=member.reason, duration=time.monotonic() - group.started_at)
 
     async def _leave(self, group: Group) -> None:

@@ -90,24 +90,44 @@ def test_daemon_ctl_raises_on_refusal_and_absence(tmp_path: Path) -> None:
         d.ctl({"cmd": "status"}, 1)
 
 
+def _route(station: scenario.StationSpec) -> list[tuple[float, float, float]]:
+    """(t, x, y) every metre or so along a station's waypoints."""
+    points = [(0.0, *station.position)] + [tuple(p) for p in station.mobility["points"]]
+    out = []
+    for (t1, x1, y1), (t2, x2, y2) in zip(points, points[1:], strict=False):
+        for i in range(101):
+            f = i / 100
+            out.append((t1 + (t2 - t1) * f, x1 + (x2 - x1) * f, y1 + (y2 - y1) * f))
+    return out
+
+
 def test_default_scenario_no_route_point_reaches_a_quorum() -> None:
     scen = scenario.load(scenario.DEFAULT_SCENARIO)
     auths = [s for s in scen.stations if s.role == "authority"]
-    client = scen.station("client0")
-    points = [(0.0, *client.position)] + [tuple(p) for p in client.mobility["points"]]
-    reached: set[str] = set()
-    for (_, x1, y1), (_, x2, y2) in zip(points, points[1:], strict=False):
-        for i in range(101):  # every metre or so along each leg
-            x, y = x1 + (x2 - x1) * i / 100, y1 + (y2 - y1) * i / 100
+    for name in ("client0", "client1"):
+        client = scen.station(name)
+        reached: set[str] = set()
+        for _, x, y in _route(client):
             near = {a.name for a in auths
                     if math.hypot(x - a.position[0], y - a.position[1])
                     <= min(a.range, client.range)}
-            assert len(near) < 3, (x, y, near)
+            assert len(near) < 3, (name, x, y, near)
             reached |= near
-    assert reached == {a.name for a in auths}  # but the route passes all four
-    receiver = scen.station("client1")
-    near = [a.name for a in auths if math.dist(receiver.position, a.position) <= a.range]
-    assert near == ["auth3"]
+        assert reached == {a.name for a in auths}, name  # but each route passes all four
+
+
+def test_default_scenario_payer_meets_the_payee_where_no_authority_reaches_it() -> None:
+    scen = scenario.load(scenario.DEFAULT_SCENARIO)
+    auths = [s for s in scen.stations if s.role == "authority"]
+    payer, payee = scen.station("client0"), scen.station("client1")
+    assert not [a.name for a in auths if math.dist(payee.position, a.position) <= a.range]
+    waits_until = payee.mobility["points"][0][0]
+    assert payee.mobility["points"][0][1:] == list(payee.position)
+    # While the payee waits, the payer stops within its range after the certificate's stop
+    # (auth1|auth2), with no authority in the payee's range.
+    met = [t for t, x, y in _route(payer) if t <= waits_until
+           and math.dist((x, y), payee.position) <= min(payer.range, payee.range)]
+    assert met and min(met) > 95 and max(met) - min(met) >= 30, met
 
 
 def test_commands_are_registered_with_help() -> None:

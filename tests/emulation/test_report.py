@@ -143,3 +143,29 @@ def test_load_events_reads_each_node(tmp_path: Path) -> None:
         "\n".join(json.dumps(e) for e in mobile_run()["c0"][:2]) + "\n")
     assert [e["event"] for e in report.load_events(tmp_path)["c0"]] == [
         "link_up", "authority_discovered"]
+
+
+def test_handoff_time_channel_and_the_payee_spending_it() -> None:
+    run = mobile_run()
+    # c1 is handed the certificate directly 30 s after it formed, then pays c0 back.
+    run["c1"] += [ev(178.0, "payment_received", channel="direct", sender="c0",
+                     sequence_number=0, amount=10),
+                  ev(190.0, "transfer_started", recipient="c0", amount=4, sequence_number=0),
+                  ev(250.0, "certificate_formed", sequence_number=0)]
+    run["c0"].append(ev(260.0, "payment_received", channel="authority", sender="c1",
+                        sequence_number=0, amount=4))
+    m = report.compute(run, clients=["c0", "c1"], authorities=AUTHS)
+    first, second = m["transfers"]
+    assert first["handoff"] == {"seconds": 30.0, "channel": "direct"}
+    assert second["handoff"] == {"seconds": 10.0, "channel": "authority"}
+    assert m["handoff_channels"] == {"direct": 1, "authority": 1}
+    assert m["handoff_s"]["n"] == 2 and m["handoff_s"]["p50"] == 20.0
+    # c1's payment came after it was credited: it spent what it received; c0's did not.
+    assert [(p["sender"], p["sequence_number"]) for p in m["payee_payments"]] == [("c1", 0)]
+
+
+def test_no_handoff_before_the_payee_is_credited() -> None:
+    m = report.compute(mobile_run(), clients=["c0", "c1"], authorities=AUTHS)
+    assert m["transfers"][0]["handoff"] is None
+    assert m["handoff_s"]["n"] == 0 and m["handoff_channels"] == {}
+    assert m["payee_payments"] == []

@@ -8,7 +8,9 @@ emulation does.  Everything waits on events read from the control socket, with g
 timeouts for QEMU/TCG.  The daemons live for the whole module, in test order:
 (a) discovery + one AccountInfo exchange over a group, (b) a complete payment,
 (d) a client killed with SIGKILL after its first vote and restarted, (c) a double spend
-sent over the air by a script holding the client's key.
+sent over the air by a script holding the client's key, (e) a payment handed from payer
+to payee directly over their own P2P group once every authority is gone, and a forged
+certificate handed over the same way, refused.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from fastpayd.node import build_committee
 from fastpayd.testnet import generate_testnet
 from fastpayd.wifidirect import WifiDirectClient
 from protocol import (
+    CertifiedTransferOrder,
+    ConfirmationOrder,
     Error,
     SignedTransferOrder,
     Transfer,
@@ -270,10 +274,13 @@ async def test_b_complete_payment_over_wifi_direct(
         (e for e in events if e["event"] == "vote_received"), strict=False)]
     record_property("join_s_all", [round(j, 3) for j in joins])
     record_property("order_to_vote_s", [round(v, 3) for v in visits])
-    # The recipient picks the certificate up from the authorities in range.
+    # The recipient has it: handed over directly by the payer (both in range), or picked
+    # up from the authorities in range -- whichever came first, credited once.
     await wait_in_range(payee, 1)
     synced = await payee.ctl({"cmd": "sync"}, 400)
-    assert synced["credited"] == 10 and synced["balance"] == GENESIS + 10, synced
+    assert synced["balance"] == GENESIS + 10, synced
+    received = [e for e in await payee.events() if e["event"] == "payment_received"]
+    assert len(received) == 1 and received[0]["amount"] == 10, received
     record_property("certificate_latency_s", round(cert_latency, 3))
     record_property("payment_latency_s", round(total, 3))
     print(f"[figures] certificate after {cert_latency:.2f}s, all 4 confirmations after "
@@ -368,3 +375,71 @@ async def test_c_double_spend_over_the_air(authorities: dict[str, Daemon],
     assert committee.weight_of(voted["A"]) < quorum and committee.weight_of(voted["B"]) < quorum
     # Nothing moved at any authority.
     assert await balances_at_authorities(authorities, "client1") == dict.fromkeys(AUTHS, 1015)
+
+
+async def _hand_over(committee_id: str, station: Any, payee: str, cert: Any) -> Any:
+    """From ``station``: find the client ``payee`` by its service record, form a group
+    with it (GO negotiation, the payee GO) and hand it ``cert``; return its answer."""
+    async with WifiDirectClient(committee_id, ifname=station.ifname,
+                                bus_address=station.bus) as client:
+        found = None
+        for _ in range(4):  # a service answer lost on a loaded TCG guest costs a round
+            await client.discover(timeout=60.0)
+            found = next((p for p in client.clients.values() if p.record.name == payee), None)
+            if found is not None:
+                break
+        assert found is not None, f"{payee} not discovered"
+        async with session(client, found, timeout=120.0) as (reader, writer):
+            await write_frame(writer, encode(ConfirmationOrder(certificate=cert)))
+            return decode(await asyncio.wait_for(read_frame(reader), 60))
+
+
+async def test_e_direct_handoff_with_no_authority_in_range(
+        authorities: dict[str, Daemon], stations: Any, record_property: Any) -> None:
+    payer, payee = authorities["client0"], authorities["client1"]
+    payee.kill()  # test_c's script is done with its station: the payee is away
+    res = await payer.ctl({"cmd": "transfer", "recipient": "client1", "amount": 7,
+                           "wait": True, "timeout": 500}, 520)
+    assert res["accepted"] and res["state"] == "complete", res
+    seq = res["sequence_number"]
+    # Every authority goes: from here on only the two clients are on the air.
+    for name in AUTHS:
+        authorities[name].kill()
+    payee.start()
+    await payee.ready()
+    got = await payee.wait_event(lambda e: e["event"] == "payment_received"
+                                 and e.get("sequence_number") == seq, 400,
+                                 "the direct hand-off")
+    assert got["channel"] == "direct" and got["amount"] == 7, got
+    history = (await payee.ctl({"cmd": "history"}))["history"]
+    mine = [h for h in history if h["direction"] == "received"
+            and h["sender"] == "client0" and h["sequence_number"] == seq]
+    assert [h["source"] for h in mine] == ["direct"], history
+    sent = await payer.wait_event(lambda e: e["event"] == "certificate_delivered"
+                                  and e.get("sequence_number") == seq, 120, "delivery ack")
+    assert sent["recipient"] == "client1"
+    hosted = await payee.wait_event(lambda e: e["event"] == "handoff_hosted", 10,
+                                    "the payee's group")
+    record_property("handoff_group_s", round(hosted["elapsed"], 3))
+    record_property("credited_after_start_s", round(got["t"] - hosted["t"], 3))
+
+    # A certificate with too few votes, handed over the same way: refused, nothing credited.
+    payer.kill()
+    cf = load_committee_file(WORK / "committee.toml")
+    key = read_key(WORK / "client0.key")
+    client1 = cf.client_by_name("client1")
+    assert client1 is not None
+    transfer = Transfer(sender=key.public_key, recipient=client1.address, amount=50,
+                        sequence_number=seq + 1, user_data=None)
+    order = TransferOrder.sign(transfer, key)
+    votes = [SignedTransferOrder.sign(order, name, read_key(WORK / f"{name}.key"))
+             for name in ("auth0", "auth1")]
+    forged = CertifiedTransferOrder(value=order, signatures=[(v.authority, v.signature)
+                                                             for v in votes])
+    answer = await stations["c0"].run(_hand_over(cf.committee_id, stations["c0"],
+                                                 "client1", forged))
+    assert isinstance(answer, Error), answer
+    refused = await payee.wait_event(lambda e: e["event"] == "payment_refused", 60, "refusal")
+    assert refused["sequence_number"] == seq + 1
+    balance = (await payee.ctl({"cmd": "balance"}))["balance"]
+    assert balance == got["balance"], (balance, got)
