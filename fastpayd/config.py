@@ -36,7 +36,8 @@ LINK_OPTIONS = {
     "wifidirect": frozenset({"interface", "port", "frequency", "bus", "discovery_window",
                              "discovery_pause", "join_timeout", "linger", "stale_rounds",
                              "fresh_for", "committee", "group_sharing", "choose_window",
-                             "persistent_groups", "in_group_probe", "in_group_misses"}),
+                             "persistent_groups", "in_group_probe", "in_group_misses",
+                             "handoff_timeout", "handoff_hold"}),
 }
 COMMITTEE_KEYS = frozenset({"committee_id", "authorities", "clients", "genesis", "genesis_file",
                             "genesis_sha256"})

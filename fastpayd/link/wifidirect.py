@@ -48,7 +48,7 @@ Options (``[link]`` of the node file, see docs/config.md): ``interface`` (``wlan
 in a row leaves the table, 2; 0: only ``DeviceLost``), ``fresh_for`` (s since its last
 answer during which an authority is worth a join, ``discovery_window`` +
 ``discovery_pause`` + 2), ``committee`` (advertised committee id, default the committee
-file's), ``handoff_timeout`` (s, a hand-off's GO negotiation, 30), ``handoff_hold`` (s the
+file's), ``handoff_timeout`` (s, a hand-off's GO negotiation, 20), ``handoff_hold`` (s the
 payee keeps a hand-off group at most, 20).
 
 Events (in events.jsonl and via ``events``): those of :data:`fastpayd.wifidirect.EVENTS`
@@ -57,7 +57,8 @@ Events (in events.jsonl and via ``events``): those of :data:`fastpayd.wifidirect
 (client), ``formation_failed``, ``client_joined``/``client_left``), plus ``link_up``,
 ``session_opened``, ``authority_in_range``/``authority_out_of_range``,
 ``client_in_range``/``client_out_of_range``, ``join_failed`` and, on a payee,
-``handoff_hosted`` / ``handoff_ended`` / ``handoff_declined`` / ``handoff_host_failed``.  Their ``t`` is ``time.monotonic()`` at the D-Bus signal.
+``handoff_hosted`` / ``handoff_ended`` / ``handoff_declined`` / ``handoff_host_failed``.
+Their ``t`` is ``time.monotonic()`` at the D-Bus signal.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ class WifiDirectLink(Link):
         self._closing = False
         # Clients of our committee heard advertising: name -> (peer, last heard, monotonic).
         self._payees: dict[str, tuple[AuthorityPeer, float]] = {}
-        self.handoff_timeout = float(opts.get("handoff_timeout", 30.0))
+        self.handoff_timeout = float(opts.get("handoff_timeout", 20.0))
         self.handoff_hold = float(opts.get("handoff_hold", 20.0))
         self._hosting = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -543,8 +544,12 @@ class WifiDirectLink(Link):
             payee = self._payees.get(peer)
             if payee is None:
                 raise LinkError(f"{peer} is not in range")
-            if session is not None and session.alive() and session.busy():
+            # An authority visit (under way or waiting for the radio) goes first: a
+            # hand-off never breaks one off, and is tried again after it.
+            if session is not None and session.alive():
                 raise LinkError(f"the radio is busy in {session.name}'s group")
+            if self._want_radio or self._hosting:
+                raise LinkError("the radio is busy (a join or a hand-off is waiting)")
             ap: AuthorityPeer | None = payee[0]
         else:
             ap = self.table.get(peer)

@@ -488,7 +488,7 @@ class WifiDirectClient(_Emitter):
         self.authorities: dict[str, AuthorityPeer] = {}  # by device address
         # Clients of our committee heard advertising (payees for a direct hand-off).
         self.clients: dict[str, AuthorityPeer] = {}  # by device address
-        self.handoff_timeout = 30.0
+        self.handoff_timeout = 20.0
         self._advertised: FastPayRecord | None = None
         self._token: int | None = None
 
