@@ -15,9 +15,10 @@ def make_testnet(tmp_path: Path) -> Iterator[Any]:
     nets: list[LocalNet] = []
 
     def make(authorities: int = 4, clients: int = 2, balance: int = 1000,
-             extra_genesis: list[tuple[bytes, int]] | None = None) -> LocalNet:
+             extra_genesis: list[tuple[bytes, int]] | None = None,
+             genesis_file: bool = False) -> LocalNet:
         net = LocalNet(tmp_path / f"net{len(nets)}", authorities, clients, balance,
-                       extra_genesis)
+                       extra_genesis, genesis_file)
         nets.append(net)
         return net
 

@@ -148,11 +148,13 @@ class LocalNet:
     """A generated network directory plus the daemons started from it."""
 
     def __init__(self, root: Path, authorities: int, clients: int, balance: int,
-                 extra_genesis: list[tuple[bytes, int]] | None = None) -> None:
+                 extra_genesis: list[tuple[bytes, int]] | None = None,
+                 genesis_file: bool = False) -> None:
         self.root = root
         self.base_port = free_base_port(max(authorities, clients))
         generate_testnet(root, authorities=authorities, clients=clients, balance=balance,
-                         base_port=self.base_port, extra_genesis=extra_genesis or ())
+                         base_port=self.base_port, extra_genesis=extra_genesis or (),
+                         genesis_file=genesis_file)
         self.committee = load_committee_file(root / "committee.toml")
         self.daemons: list[Daemon] = []
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastpayd_helpers import Daemon, LocalNet
 
 from fastpayd.config import ConfigError, load_committee_file
 from fastpayd.database import Database
@@ -160,3 +163,59 @@ def test_committee_file_genesis_keys_go_together(tmp_path: Path) -> None:
     path.write_text('genesis_file = "genesis.txt"\ngenesis_sha256 = "00"\n' + text)
     with pytest.raises(ConfigError, match="32 bytes"):
         load_committee_file(path)
+
+
+def _state_loaded(net: LocalNet, name: str) -> dict[str, Any]:
+    """The fields of the last ``state_loaded`` event ``name`` wrote (its latest start)."""
+    lines = (net.root / "state" / name / "events.jsonl").read_text().splitlines()
+    events = [e for e in map(json.loads, lines) if e["event"] == "state_loaded"]
+    return dict(events[-1])
+
+
+async def _balances(d: Daemon) -> dict[str, int]:
+    answer = await d.control("balance", limit=10_000)
+    assert answer["total"] == len(answer["accounts"])
+    return {v["address"]: v["balance"] for v in answer["accounts"]}
+
+
+@pytest.mark.slow
+async def test_authority_imports_the_file_once_then_starts_from_the_database(
+        make_testnet: Any) -> None:
+    """A real authority: the first start imports the file (balances equal the genesis,
+    inline clients included); a restart reads only the database, so an edited or missing
+    file changes nothing; a committee file naming another genesis is refused."""
+    extra = [(a, 10 + i) for i, a in enumerate(_addresses(300))]
+    net: LocalNet = make_testnet(authorities=1, clients=2, balance=100, extra_genesis=extra,
+                                 genesis_file=True)
+    expected = {a.hex(): b for a, b in extra}
+    expected |= {c.address.hex(): 100 for c in net.committee.clients}
+    assert len(expected) == 302
+
+    d = net.daemon("auth0").start()
+    loaded = _state_loaded(net, "auth0")
+    assert (loaded["genesis_imported"], loaded["from_disk"], loaded["accounts"]) == (300, 0, 302)
+    assert await _balances(d) == expected
+    assert d.stop() == 0
+
+    genesis = net.root / "genesis.txt"
+    genesis.write_bytes(b"not a genesis line\n")  # after the import the file is not read
+    d = net.daemon("auth0").start()
+    loaded = _state_loaded(net, "auth0")
+    assert (loaded["genesis_imported"], loaded["from_disk"], loaded["accounts"]) == (None, 302,
+                                                                                     302)
+    assert await _balances(d) == expected
+    assert d.stop() == 0
+    genesis.unlink()
+    d = net.daemon("auth0").start()
+    assert await _balances(d) == expected
+    assert d.stop() == 0
+
+    # Naming another genesis (another digest) in the committee file is refused, clearly.
+    committee = net.root / "committee.toml"
+    digest = net.committee.genesis_sha256
+    assert digest is not None
+    other = _write(genesis, [(a, 1) for a in _addresses(3)])
+    committee.write_text(committee.read_text().replace(digest.hex(), other.hex()))
+    with pytest.raises(RuntimeError, match="a genesis cannot change"):
+        net.daemon("auth0").start()
+    assert _rows(net.root / "state" / "auth0" / "fastpay.sqlite") == 302
