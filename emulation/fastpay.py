@@ -585,7 +585,8 @@ class FastPayLayer:
 
     def in_range(self, name: str) -> dict[str, Any]:
         """Authorities the client daemon has in range now: name → level (dBm)."""
-        return {p["name"]: p.get("level") for p in self.peers(name) if p.get("in_range")}
+        return {p["name"]: p.get("level") for p in self.peers(name)
+                if p.get("in_range") and p.get("role") == "authority"}
 
     def balance_at(self, authority: str, account: str) -> int:
         """An account's balance as one authority sees it."""
@@ -781,8 +782,8 @@ def _args(line: str, usage: str, low: int, high: int) -> list[str]:
 
 @register_command("discover")
 def discover(cli: EmulationCLI, line: str) -> None:
-    """discover [NODE...]: authorities each client's daemon has in range (signal, dBm),
-    and the FastPay stations each node's radio reaches (the medium's view)."""
+    """discover [NODE...]: authorities and other clients each client's daemon has in range
+    (signal, dBm), and the FastPay stations each node's radio reaches (the medium's view)."""
     layer = _layer(cli)
     names = line.split() or layer.clients
     links = {(k["from"], k["to"]): k for k in cli.net.links()}
@@ -792,6 +793,10 @@ def discover(cli: EmulationCLI, line: str) -> None:
             table = layer.in_range(name)
             shown = ", ".join(f"{a} ({lvl} dBm)" for a, lvl in sorted(table.items())) or "none"
             cli.say(f"{name}: authorities in range (discovered): {shown}")
+            payees = {p["name"]: p.get("level") for p in layer.peers(name)
+                      if p.get("in_range") and p.get("role") == "client"}
+            shown = ", ".join(f"{c} ({lvl} dBm)" for c, lvl in sorted(payees.items())) or "none"
+            cli.say(f"{name}: clients in range (discovered, for hand-offs): {shown}")
         reach = [f"{o} ({links[(o, name)]['signal']} dBm)" for o in layer.daemons
                  if o != name and links.get((o, name), {}).get("in_range")
                  and links.get((name, o), {}).get("in_range")]

@@ -252,7 +252,9 @@ class Network:
             self.medium_proc.wait(timeout=10)
             raise EmulationError("the medium did not start: "
                                  + (self.run_dir / "medium.log").read_text()[-800:])
-        self.medium = MediumClient(str(control))
+        # A medium busy forwarding frames on a loaded TCG guest can take many seconds to
+        # answer a position update; it is dead only when its process is (checked above).
+        self.medium = MediumClient(str(control), timeout=60.0)
 
     def _push_positions(self, t: float) -> None:
         radios = []
