@@ -567,7 +567,12 @@ class EmulationCLI(cmd.Cmd):
         """pingall [COUNT]: ping (COUNT packets, default 3) between every two stations in
         the same P2P group, over the group's addresses; report the loss. Stations in no
         shared group are not pinged (there is no link between them)."""
-        count = int(line.strip() or 3)
+        try:
+            count = int(line.strip() or 3)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise CommandFailed("usage: pingall [COUNT] (COUNT >= 1)")
         views = self._views()
         groups = p2p_groups(views)
         if not groups:
