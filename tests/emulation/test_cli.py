@@ -350,3 +350,16 @@ def test_ctrl_c_ends_a_wait_and_keeps_the_session(term: Terminal) -> None:
     term.type("\x04")  # Ctrl-D ends it, like exit
     term.expect("LOOP ENDED")
     assert term.proc.wait(10) == 0
+
+
+def test_emulation_shell_on_a_host_without_hwsim_says_how_to_get_a_shell(
+        tmp_path: Path) -> None:
+    from emulation import hwsim
+
+    if hwsim.kernel_has_hwsim():
+        pytest.skip("this kernel has mac80211_hwsim: the emulation would run here")
+    out = subprocess.run([sys.executable, "-m", "emulation.shell", "client0"], cwd=ROOT,
+                         env=dict(os.environ, FASTPAY_EMU_RUN_DIR=str(tmp_path)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "'shell client0'" in out.stderr and "emulation>" in out.stderr
