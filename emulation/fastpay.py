@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,23 +67,47 @@ LINK_DEFAULTS: dict[str, Any] = {
 
 
 class ControlError(RuntimeError):
-    """A daemon refused a request or could not be reached."""
+    """A daemon refused a request or could not be reached (``code``: the daemon's error
+    code, None when it was not reached)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def control_request(path: Path, request: dict[str, Any], timeout: float = 60.0
-                    ) -> dict[str, Any]:
+Progress = Callable[[dict[str, Any]], None]
+
+
+def control_request(path: Path, request: dict[str, Any], timeout: float = 60.0,
+                    on_progress: Progress | None = None,
+                    tick: Callable[[], None] | None = None) -> dict[str, Any]:
     """Send one JSON line to a daemon's control socket; return its final answer.
 
-    Progress lines (``{"progress": ...}``) are skipped. Raises OSError/TimeoutError when
-    the daemon is unreachable.
+    With ``on_progress`` the request asks for progress lines (``{"progress": ...}``) and
+    each one's content is passed to it; without, they are skipped. ``tick`` is called
+    about once a second while no line comes (it may raise to give up: the connection
+    then closes, which ends a daemon's long-poll). Raises OSError/TimeoutError when the
+    daemon is unreachable or no answer comes within ``timeout``.
     """
+    if on_progress is not None:
+        request = {**request, "progress": True}
+    deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
         sock.sendall(json.dumps(request).encode() + b"\n")
         buf = b""
         while True:
-            chunk = sock.recv(65536)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{path}: no answer within {timeout:g} s")
+            sock.settimeout(min(left, 1.0) if tick is not None else left)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                if tick is not None:
+                    tick()
+                continue
             if not chunk:
                 raise OSError(f"{path}: connection closed without an answer")
             buf += chunk
@@ -91,6 +116,28 @@ def control_request(path: Path, request: dict[str, Any], timeout: float = 60.0
                 answer = json.loads(line)
                 if "progress" not in answer or "ok" in answer:
                     return dict(answer)
+                if on_progress is not None:
+                    on_progress(dict(answer["progress"]))
+
+
+def describe_wait_step(who: str, step: dict[str, Any], elapsed: float) -> str:
+    """One progress line of a ``wait`` long-poll (a ``{"step", "state", "balance",
+    "event"}`` line from the daemon) as the CLI shows it."""
+    event = step.get("event") or {}
+    what = str(step.get("step"))
+    detail = []
+    if event.get("authority"):
+        detail.append(f"from {event['authority']}" if what.startswith("vote")
+                      else f"at {event['authority']}")
+    if event.get("weight") is not None:
+        detail.append(f"weight {event['weight']}")
+    if event.get("amount") is not None:
+        detail.append(f"{event['amount']} from {event.get('sender')}")
+    state = step.get("state")
+    tail = f"; state {state}" if state else ""
+    return (f"  ... {elapsed:5.1f} s  {who}: {what.replace('_', ' ')}"
+            + (f" ({', '.join(detail)})" if detail else "")
+            + f"{tail}; balance {step.get('balance')}")
 
 
 def _q(value: str) -> str:
@@ -207,16 +254,19 @@ class Daemon:
             self.proc.wait(5)
         self._close_notify()
 
-    def ctl(self, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-        """A control request that must succeed (ControlError otherwise)."""
+    def ctl(self, request: dict[str, Any], timeout: float = 60.0,
+            on_progress: Progress | None = None,
+            tick: Callable[[], None] | None = None) -> dict[str, Any]:
+        """A control request that must succeed (ControlError otherwise); ``on_progress``
+        and ``tick`` as in :func:`control_request`."""
         try:
-            answer = control_request(self.socket, request, timeout)
+            answer = control_request(self.socket, request, timeout, on_progress, tick)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ControlError(f"{self.name}: daemon unreachable: {exc}") from exc
         if not answer.get("ok"):
             err = answer.get("error") or {}
             raise ControlError(f"{self.name}: {err.get('code', '?')}: "
-                               f"{err.get('message', answer)}")
+                               f"{err.get('message', answer)}", str(err.get("code", "?")))
         return answer
 
     def tail(self, lines: int = 20) -> str:
@@ -626,57 +676,100 @@ class FastPayLayer:
         """The client's latest transfer (``fastpay progress``)."""
         return self.daemon(name).ctl({"cmd": "progress"})
 
-    def wait_payment(self, sender: str, timeout: float) -> dict[str, Any]:
-        """Wait until the sender's latest transfer is complete (every authority confirmed)."""
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            if self.net.failed.is_set():
-                raise CommandFailed(f"the emulation has stopped: {self.net.error}")
-            last = self.progress(sender).get("transfer") or {}
-            if last.get("state") == "complete":
-                return last
-            time.sleep(0.5)  # the daemon's progress changes at most a few times a minute
-        raise CommandFailed(f"{sender}: transfer not complete after {timeout:g} s: "
-                            f"{_short_progress(last)}")
+    def long_poll(self, name: str, request: dict[str, Any], timeout: float,
+                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """One ``wait`` request on ``name``'s daemon (a long-poll: the daemon answers when
+        its events say so). Every progress line goes to ``say`` with the seconds elapsed,
+        and a line every 15 s without news says it still waits; the wait ends if the
+        emulation stops (CommandFailed) or on Ctrl-C (the connection closes, which ends
+        the daemon's side too). A daemon ``Timeout`` is a ControlError with that code."""
+        t0 = time.monotonic()
+        shown = t0
+        state: list[Any] = [None]
 
-    def receive(self, recipient: str, expect: int | None, timeout: float) -> dict[str, Any]:
-        """Sync the recipient with authorities in range until its balance reaches ``expect``."""
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+        def on_progress(step: dict[str, Any]) -> None:
+            nonlocal shown
+            shown = time.monotonic()
+            state[0] = step.get("state")
+            if say is not None:
+                say(describe_wait_step(name, step, shown - t0))
+
+        def tick() -> None:
+            nonlocal shown
             if self.net.failed.is_set():
                 raise CommandFailed(f"the emulation has stopped: {self.net.error}")
-            if self.in_range(recipient):
-                last = self.daemon(recipient).ctl(
-                    {"cmd": "sync"}, max(30.0, deadline - time.monotonic()))
+            now = time.monotonic()
+            if say is not None and now - shown >= 15.0:
+                shown = now
+                say(f"  ... {now - t0:5.1f} s  {name}: still waiting"
+                    + (f" (state {state[0]})" if state[0] else ""))
+
+        return self.daemon(name).ctl({"cmd": "wait", "timeout": timeout, **request},
+                                     timeout + 30.0, on_progress, tick)
+
+    def wait_payment(self, sender: str, timeout: float,
+                     say: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Wait until the sender's latest transfer is complete (every authority confirmed),
+        by the daemon's long-poll ``wait for transfer``; progress lines go to ``say``."""
+        try:
+            return self.long_poll(sender, {"for": "transfer", "state": "completed"},
+                                  timeout, say)
+        except ControlError as exc:
+            if exc.code != "Timeout":
+                raise
+            last = (self.progress(sender).get("transfer") or {})
+            raise CommandFailed(f"{sender}: transfer not complete after {timeout:g} s: "
+                                f"{_short_progress(last)}") from None
+
+    def receive(self, recipient: str, expect: int | None, timeout: float,
+                say: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Sync the recipient with authorities in range until its balance reaches ``expect``.
+
+        Between syncs it long-polls the daemon for a payment (one delivered to it
+        directly ends the wait at once) for up to 10 s, instead of sleeping; each sync's
+        outcome and each payment go to ``say``.
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        last: dict[str, Any] = {}
+        while True:
+            if self.net.failed.is_set():
+                raise CommandFailed(f"the emulation has stopped: {self.net.error}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            in_range = self.in_range(recipient)
+            if in_range:
+                last = self.daemon(recipient).ctl({"cmd": "sync"}, max(30.0, left))
+                if say is not None:
+                    say(f"  ... {time.monotonic() - t0:5.1f} s  {recipient}: synced with "
+                        f"{', '.join(last.get('reached') or []) or 'nobody'}: balance "
+                        f"{last.get('balance')} (credited {last.get('credited')})")
                 if last.get("credited"):
                     self.record("recipient_credited", recipient=recipient,
                                 credited=last["credited"], balance=last["balance"],
                                 via=last.get("reached"))
                 if expect is None or last.get("balance") == expect:
                     return last
-                # Each sync joins a group: give the radio (and TCG's CPU) a rest.
-                time.sleep(5.0)
-                continue
-            if expect is None:
-                time.sleep(1.0)  # wait for an authority (or a confirmation) to come in range
-                continue
-            # Out of every authority's range: the payer may hand the payment over directly.
-            # Long-poll the daemon (it answers when a payment lands) for a while, then
-            # look at the geometry again.
-            wait = min(20.0, max(1.0, deadline - time.monotonic()))
+            elif say is not None:
+                say(f"  ... {time.monotonic() - t0:5.1f} s  {recipient}: no authority in "
+                    "range")
+            poll = {"for": "payment"} if expect is None else {"for": "payment",
+                                                              "balance": expect}
             try:
-                last = self.daemon(recipient).ctl(
-                    {"cmd": "wait", "for": "payment", "balance": expect, "timeout": wait},
-                    wait + 30.0)
+                got = self.long_poll(recipient, poll,
+                                     max(1.0, min(10.0, deadline - time.monotonic())), say)
             except ControlError as exc:
-                if "Timeout" not in str(exc):
+                if exc.code != "Timeout":
                     raise
                 continue
-            self.record("recipient_credited", recipient=recipient, credited=None,
-                        balance=last.get("balance"), via="direct")
-            return {**last, "reached": "no authority (handed over directly)"}
+            if expect is not None and got.get("balance") == expect:
+                paid = got.get("payment") or {}
+                self.record("recipient_credited", recipient=recipient,
+                            credited=paid.get("amount"), balance=got["balance"],
+                            via=paid.get("channel") or paid.get("peer"))
+                return {"balance": got["balance"], "credited": (got.get("payment") or {})
+                        .get("amount"), "reached": [(got.get("payment") or {}).get("peer")]}
         raise CommandFailed(f"{recipient}: balance {last.get('balance')} (want {expect}) "
                             f"after {timeout:g} s")
 
@@ -852,9 +945,12 @@ def progress(cli: EmulationCLI, line: str) -> None:
 @register_command("wait_payment")
 def wait_payment(cli: EmulationCLI, line: str) -> None:
     """wait_payment SENDER [TIMEOUT]: wait until the sender's latest transfer is complete
-    (certificate formed, every authority confirmed); fail after TIMEOUT s (600)."""
+    (certificate formed, every authority confirmed); fail after TIMEOUT s (600). Each
+    vote, the certificate and each confirmation are shown as they come (the daemon's
+    long-poll); Ctrl-C stops waiting (the transfer goes on)."""
     parts = _args(line, "wait_payment SENDER [TIMEOUT]", 1, 2)
-    p = _layer(cli).wait_payment(parts[0], float(parts[1]) if len(parts) > 1 else 600.0)
+    p = _layer(cli).wait_payment(parts[0], float(parts[1]) if len(parts) > 1 else 600.0,
+                                 cli.say)
     cli.say(f"{parts[0]}: transfer #{p.get('sequence_number')} complete, "
             f"confirmed by {p.get('confirmed')}")
 
@@ -862,10 +958,12 @@ def wait_payment(cli: EmulationCLI, line: str) -> None:
 @register_command("receive")
 def receive(cli: EmulationCLI, line: str) -> None:
     """receive RECIPIENT [BALANCE [TIMEOUT]]: sync the recipient with the authorities in
-    its range (until its balance is BALANCE; fail after TIMEOUT s, default 300)."""
+    its range (until its balance is BALANCE; fail after TIMEOUT s, default 300). Each
+    sync and each payment that comes is shown; Ctrl-C stops waiting."""
     parts = _args(line, "receive RECIPIENT [BALANCE [TIMEOUT]]", 1, 3)
     want = int(parts[1]) if len(parts) > 1 else None
-    a = _layer(cli).receive(parts[0], want, float(parts[2]) if len(parts) > 2 else 300.0)
+    a = _layer(cli).receive(parts[0], want, float(parts[2]) if len(parts) > 2 else 300.0,
+                            cli.say)
     cli.say(f"{parts[0]}: balance {a.get('balance')} (credited {a.get('credited')} via "
             f"{a.get('reached')})")
 

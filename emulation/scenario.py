@@ -140,6 +140,10 @@ TIMELINE_COMMANDS: dict[str, str] = {
     "expect_balance": "CLIENT AMOUNT",
     "daemon": "stop|start|kill NODE",
     "bare_join": "STATION STATION",
+    "net": "", "dump": "",
+    "distance": "STATION STATION",
+    "pingall": "[AMOUNT]",
+    "link": "STATION up|down",
 }
 _ROLE_OF_KIND = {"CLIENT": ("client",), "AUTHORITY": ("authority",), "PLAIN": ("plain",),
                  "NODE": ("authority", "client"), "STATION": None}

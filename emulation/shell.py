@@ -4,8 +4,11 @@ It reads the running emulation's description (``/run/fastpay-emu/network.json``,
 written by ``emulation.run``) and replaces itself with a shell -- or COMMAND -- inside
 the station's network namespace, with ``DBUS_SYSTEM_BUS_ADDRESS`` pointing at the
 station's own bus, so ``fastpayd --role authority ...`` or ``wpa_cli`` work there by
-hand. It must run in the same kernel as the emulation: on a host without hwsim the
-emulation lives in the VM, so use the CLI's ``shell STATION`` there instead.
+hand. It must run in the same kernel as the emulation. On a host without
+mac80211_hwsim, ``python -m emulation.run`` runs the emulation inside a QEMU VM that has
+no network and no second console, so nothing on the host can enter a station: type
+``shell STATION`` (or ``STATION COMMAND``) at the ``emulation>`` prompt in the terminal
+that started the run; ``exit`` in that shell comes back to the prompt.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from emulation import hwsim
 from emulation.network import DEFAULT_RUN_DIR
 
 
@@ -29,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = json.loads(state_file.read_text())
     except OSError:
-        print(f"emulation.shell: no running emulation here ({state_file} is missing). "
-              "Start one with 'sudo python -m emulation.run'; in the VM use the CLI's "
-              "'shell STATION'.", file=sys.stderr)
+        if not hwsim.kernel_has_hwsim():
+            print("emulation.shell: this kernel has no mac80211_hwsim, so the emulation "
+                  "runs inside the QEMU VM, which this host cannot enter. At the "
+                  "'emulation>' prompt of the terminal that ran 'python -m emulation.run', "
+                  f"type 'shell {name}' (or '{name} COMMAND').", file=sys.stderr)
+        else:
+            print(f"emulation.shell: no running emulation here ({state_file} is missing)."
+                  " Start one with 'sudo python -m emulation.run'.", file=sys.stderr)
         return 1
     stations = state.get("stations", {})
     if name not in stations:

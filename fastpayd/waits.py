@@ -93,7 +93,8 @@ class _PaymentWatch:
         p = self.payment
         return {"payment": None if p is None else {
             "sender": str(p["sender"]), "sequence_number": int(p["sequence_number"]),
-            "amount": int(p["amount"]), "peer": str(p.get("peer")), "event_seq": p["seq"]},
+            "amount": int(p["amount"]), "peer": str(p.get("peer")),
+            "channel": str(p.get("channel")), "event_seq": p["seq"]},
             "balance": self.node.state.balance}
 
     def waiting_for(self) -> str:

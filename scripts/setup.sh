@@ -17,6 +17,7 @@ DEBS=(
   udev               # virtme-ng needs it on the host to return output and exit codes
   file               # virtme-ng probes the kernel image with it
   iproute2           # ip netns / ip link for stations
+  iputils-ping       # the CLI's pingall and `<station> ping <station>`
   systemd            # systemd-analyze verify/security for the unit tests
   libxml2-utils      # xmllint, to validate the D-Bus policy
   logrotate          # the shipped logrotate rule is exercised by a test
