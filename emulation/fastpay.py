@@ -957,11 +957,16 @@ def pay(cli: EmulationCLI, line: str) -> None:
 
 @register_command("wait_payments")
 def wait_payments(cli: EmulationCLI, line: str) -> None:
-    """wait_payments [TIMEOUT]: wait until every payment the scenario's [payments]
-    schedules is complete (certified, every authority confirmed), with a progress line
-    every 30 s; fail after TIMEOUT s (900)."""
-    parts = _args(line, "wait_payments [TIMEOUT]", 0, 1)
-    s = _layer(cli).wait_payments(float(parts[0]) if parts else 900.0, say=cli.say)
+    """wait_payments [TIMEOUT [PER_PAYMENT]]: wait until every payment the scenario's
+    [payments] schedules is complete (certified, every authority confirmed), with a
+    progress line every 30 s; fail after TIMEOUT s (900) plus PER_PAYMENT s (0) for each
+    scheduled payment (one file then fits a small and a large crowd)."""
+    parts = _args(line, "wait_payments [TIMEOUT [PER_PAYMENT]]", 0, 2)
+    layer = _layer(cli)
+    timeout = float(parts[0]) if parts else 900.0
+    if len(parts) > 1:
+        timeout += float(parts[1]) * len(getattr(layer.scenario, "payments", []))
+    s = layer.wait_payments(timeout, say=cli.say)
     cli.say(f"wait_payments: all {s['scheduled']} payments complete "
             f"(hand-offs {s['handoff_channels'] or 'none'})")
 

@@ -233,6 +233,11 @@ def payments_summary(rows: list[dict[str, Any]], scheduled: list[dict[str, Any]]
         "met_quorum": len(met),
         "completion_rate_met_quorum": round(len(met_done) / len(met), 3) if met else None,
         "handoff_channels": channels,
+        # Certified, yet the payee holds no credit for it (it met neither the payer
+        # after the certificate nor an authority while syncing).
+        "payee_not_credited": sum(1 for x in out_rows if x["row"] is not None
+                                  and x["row"]["certificate"] is not None
+                                  and not x["row"]["handoff"]),
         "latency_s": latency,
         "not_completed": [{k: x[k] for k in ("at", "payer", "payee", "amount", "state",
                                              "met_quorum")}
@@ -436,7 +441,8 @@ def table(metrics: dict[str, Any]) -> Any:
         t.add_row("  among payers that met a quorum", str(pay["met_quorum"]),
                   str(pay["completion_rate_met_quorum"]), "")
         split = ", ".join(f"{k} {v}" for k, v in sorted(pay["handoff_channels"].items()))
-        t.add_row(f"  hand-off channels: {split or 'none'}", "", "", "")
+        t.add_row(f"  hand-off channels: {split or 'none'}; payee not credited yet",
+                  str(pay["payee_not_credited"]), "", "")
         for stage, q in pay["latency_s"].items():
             fmt = (lambda v: "-" if v is None else f"{v:.2f}")  # noqa: E731
             t.add_row(f"  {stage} p90 {fmt(q['p90'])}, p99 {fmt(q['p99'])}", str(q["n"]),

@@ -156,7 +156,7 @@ TIMELINE_COMMANDS: dict[str, str] = {
     "wait_in_range": "CLIENT AUTHORITY+",
     "mobile_transfer": "CLIENT ACCOUNT AMOUNT",
     "pay": "CLIENT CLIENT AMOUNT",
-    "wait_payments": "[NUMBER]",
+    "wait_payments": "[NUMBER] [NUMBER]",
     "progress": "CLIENT",
     "wait_payment": "CLIENT [NUMBER]",
     "receive": "CLIENT [AMOUNT] [NUMBER]",
