@@ -15,12 +15,15 @@ A scenario gives stations a ``role`` ("authority", "client", "plain"); this laye
    (:mod:`emulation.startup`);
 3. holds the mobility clock at 0 while the daemons start, then restarts it with the
    timeline, so tracks begin once the payment network is up;
-4. samples who is in whose range (for convergence metrics and track plots);
-5. registers the CLI commands (``discover``, ``mobile_transfer``, ``show_peers``,
-   ``connection_status``, ``balances``, ``wait_payment``, ``receive``, ``expect_balance``,
-   ``expect_in_range``, ``daemon``, ``bare_join``);
-6. stops the daemons (reverse order) before the stations go down, and hands the
-   daemons' ``events.jsonl`` to :mod:`emulation.report`.
+4. samples who is in whose range (for convergence metrics and track plots), and every
+   daemon's CPU time and resident memory from ``/proc`` (:mod:`emulation.cost`);
+5. registers the CLI commands (``discover``, ``mobile_transfer``, ``pay``,
+   ``show_peers``, ``connection_status``, ``balances``, ``wait_payment``,
+   ``wait_payments``, ``receive``, ``expect_balance``, ``expect_in_range``, ``daemon``,
+   ``bare_join``);
+6. at the end asks every authority for its accounts and certificates (the report's
+   safety check), stops the daemons (reverse order) before the stations go down, and
+   hands the daemons' ``events.jsonl`` to :mod:`emulation.report`.
 
 It talks to the daemons only through their control sockets (JSON lines; path sockets are
 reachable from every namespace), like the ``fastpay`` CLI does.
@@ -47,12 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulation import startup
+from emulation import cost, startup
 from emulation.cli import CommandFailed, EmulationCLI, register_command
 from emulation.network import grouped
+from emulation.scenario import DEFAULT_BALANCE
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BALANCE = 1000
 # A tmpfs (SQLite WAL failed with "disk I/O error" on the VM's /tmp overlay).
 WORK_DIR = Path("/run/fastpay-pay")
 
@@ -361,6 +364,7 @@ class FastPayLayer:
     t0: float = 0.0
     keygen: Keygen | None = None  # started early by start_keygen(); prepare() uses it
     timings: dict[str, float] = field(default_factory=dict)  # attach()'s phases
+    proc_samples: dict[str, list[cost.Sample]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -544,12 +548,31 @@ class FastPayLayer:
                     out.add((c, a))
         return out
 
-    def _sample(self, period: float) -> None:
+    def sample_procs(self) -> None:
+        """Record every running daemon's CPU ticks and RSS (``/proc``) now."""
+        for name, d in self.daemons.items():
+            if d.proc is not None and d.proc.poll() is None:
+                ticks, rss = cost.read_proc(d.proc.pid)
+                with self._lock:
+                    self.proc_samples.setdefault(name, []).append(
+                        (time.monotonic(), ticks, rss))
+
+    def daemon_costs(self) -> dict[str, dict[str, Any]]:
+        """Each daemon's cost over the run (:func:`emulation.cost.daemon_cost`)."""
+        tck = cost.clock_ticks()
+        return {name: cost.daemon_cost(self.proc_samples.get(name, []), tck)
+                for name in self.daemons}
+
+    def _sample(self, period: float, proc_every: float = 5.0) -> None:
         previous: set[tuple[str, str]] | None = None
+        procs_at = 0.0
         while not self._stop.wait(period):
             if not self.net.running:
                 return
             now = time.monotonic()
+            if now - procs_at >= proc_every:
+                procs_at = now
+                self.sample_procs()
             with self._lock:
                 for name, (x, y) in self.net.positions().items():
                     self.tracks.setdefault(name, []).append((now, x, y))
@@ -592,21 +615,28 @@ class FastPayLayer:
 
         topology = {n: {"role": s.spec.role, "position": list(s.position),
                         "range": s.spec.range} for n, s in self.net.stations.items()}
+        self.sample_procs()  # the last CPU/RSS sample, before the daemons go
+        snapshots = self.authority_snapshots()
         self.stop()
         events = self.all_events()
         weights = {a: int(self.net.station(a).spec.extra.get("weight", 1))
                    for a in self.authorities}
+        scheduled = [{"at": p.at, "payer": p.payer, "payee": p.payee, "amount": p.amount}
+                     for p in getattr(self.scenario, "payments", [])]
         metrics = report.compute(events, clients=self.clients, authorities=self.authorities,
                                  weights=weights, quorum=self.quorum, records=self.records,
-                                 changes=self.changes)
+                                 changes=self.changes, scheduled=scheduled, t0=self.t0,
+                                 snapshots=snapshots, genesis=self.genesis)
         out: dict[str, Any] = {"fastpay": {
             "metrics": metrics, "genesis": self.genesis, "records": self.records,
+            "authority_snapshots": snapshots,
             "topology_changes": [dict(c, t=round(c["t"] - self.t0, 3)) for c in self.changes],
             "daemons": {n: {"role": d.role, "exit": d.proc.returncode if d.proc else None}
                         for n, d in self.daemons.items()}}}
         out.update({k: metrics[k] for k in (
             "discovery_time_s", "connection_time_s", "payment_latency_s", "completion_rate",
             "delivery_success_rate", "convergence_time_s", "bare_join_s")})
+        out.update({k: metrics[k] for k in ("payments", "safety") if k in metrics})
         if report_path:
             path = Path(report_path)
             keep = path.with_name(path.stem + "-events")
@@ -619,12 +649,31 @@ class FastPayLayer:
             (keep / "layer.json").write_text(json.dumps(
                 {"records": self.records, "changes": self.changes, "t0": self.t0,
                  "quorum": self.quorum, "weights": weights, "clients": self.clients,
-                 "authorities": self.authorities}, indent=1))
+                 "authorities": self.authorities, "scheduled": scheduled,
+                 "snapshots": snapshots, "genesis": self.genesis,
+                 "proc_samples": self.proc_samples}, indent=1))
             try:
                 out["fastpay"]["plots"] = report.plot(path, metrics, topology, self.tracks)
             except Exception as exc:  # a plot must not cost the run its report
                 out["fastpay"]["plots_error"] = f"{type(exc).__name__}: {exc}"
         report.print_table(metrics)
+        return out
+
+    def authority_snapshots(self) -> dict[str, dict[str, Any]]:
+        """Every answering authority's accounts and certificates (``balance`` and
+        ``history`` of every account), for the safety check; one that does not answer
+        is left out (the check lists the authorities it covered)."""
+        out: dict[str, dict[str, Any]] = {}
+        for a in self.authorities:
+            d = self.daemons[a]
+            if not d.alive():
+                continue
+            try:
+                accounts = d.ctl({"cmd": "balance", "limit": 100000}, 60.0)["accounts"]
+                history = d.ctl({"cmd": "history"}, 60.0)["history"]
+            except (ControlError, KeyError):
+                continue
+            out[a] = {"accounts": accounts, "history": history}
         return out
 
     # -- queries shared by commands and tests --
@@ -662,12 +711,24 @@ class FastPayLayer:
             out[c] = row
         return out
 
-    def transfer(self, sender: str, recipient: str, amount: int) -> dict[str, Any]:
-        """Stage a mobile transfer; the sender's daemon drives it in the background."""
+    def transfer(self, sender: str, recipient: str, amount: int, again: bool = False,
+                 queue_for: float | None = None) -> dict[str, Any]:
+        """Stage a mobile transfer; the sender's daemon drives it in the background.
+
+        ``again``: a new payment even if it equals the one under way (a schedule may pay
+        the same twice).  ``queue_for``: behind an unfinished transfer the daemon holds
+        the answer until that one is certified; return after this many seconds instead
+        (the payment stays queued in the daemon; ``sequence_number`` is then None).
+        """
         if self.daemon(sender).role != "client" or self.daemon(recipient).role != "client":
             raise CommandFailed("mobile_transfer: sender and recipient must be clients")
-        answer = self.daemon(sender).ctl({"cmd": "transfer", "recipient": recipient,
-                                          "amount": amount}, 120.0)
+        request: dict[str, Any] = {"cmd": "transfer", "recipient": recipient,
+                                   "amount": amount}
+        if again:
+            request["again"] = True
+        if queue_for is not None:
+            request.update(wait=False, timeout=queue_for)
+        answer = self.daemon(sender).ctl(request, 120.0)
         self.record("transfer_requested", sender=sender, recipient=recipient, amount=amount,
                     sequence_number=answer.get("sequence_number"))
         return answer
@@ -720,6 +781,53 @@ class FastPayLayer:
             last = (self.progress(sender).get("transfer") or {})
             raise CommandFailed(f"{sender}: transfer not complete after {timeout:g} s: "
                                 f"{_short_progress(last)}") from None
+
+    def payments_progress(self) -> dict[str, Any]:
+        """How the scenario's ``[payments]`` stand now (:func:`emulation.report.
+        payments_summary` on the events so far)."""
+        from emulation import report
+
+        scheduled = [{"at": p.at, "payer": p.payer, "payee": p.payee, "amount": p.amount}
+                     for p in getattr(self.scenario, "payments", [])]
+        events = self.all_events()
+        weights = {a: int(self.net.station(a).spec.extra.get("weight", 1))
+                   for a in self.authorities}
+        with self._lock:
+            records, changes = list(self.records), list(self.changes)
+        rows = report.transfers(events, self.clients, weights, self.quorum, records)
+        return report.payments_summary(rows, scheduled, changes, weights, self.quorum,
+                                       self.t0)
+
+    def wait_payments(self, timeout: float, say: Any = print,
+                      every: float = 30.0) -> dict[str, Any]:
+        """Wait until every scheduled payment is complete (certified, every authority
+        confirmed); ``say`` gets a progress line every ``every`` s.  Returns the
+        summary; raises CommandFailed on timeout or if the emulation stopped."""
+        scheduled = getattr(self.scenario, "payments", [])
+        if not scheduled:
+            raise CommandFailed("wait_payments: the scenario schedules no [payments]")
+        t0 = time.monotonic()
+        deadline, shown = t0 + timeout, t0
+        while True:
+            if self.net.failed.is_set():
+                raise CommandFailed(f"the emulation has stopped: {self.net.error}")
+            summary = self.payments_progress()
+            if summary["completed"] == summary["scheduled"]:
+                return summary
+            now = time.monotonic()
+            late = ", ".join(f"{x['payer']}->{x['payee']} ({x['state']})"
+                             for x in summary["not_completed"][:6])
+            more = len(summary["not_completed"]) - 6
+            line = (f"wait_payments: {now - t0:.0f} s: started {summary['started']}, "
+                    f"certified {summary['certified']}, complete {summary['completed']} "
+                    f"of {summary['scheduled']}; waiting on {late}"
+                    + (f" and {more} more" if more > 0 else ""))
+            if now >= deadline:
+                raise CommandFailed(f"{line} -- gave up after {timeout:g} s")
+            if now - shown >= every:
+                shown = now
+                say(line)
+            time.sleep(min(5.0, max(0.1, deadline - now)))  # each look reads every log
 
     def receive(self, recipient: str, expect: int | None, timeout: float,
                 say: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -931,6 +1039,34 @@ def mobile_transfer(cli: EmulationCLI, line: str) -> None:
     a = _layer(cli).transfer(sender, recipient, int(amount))
     cli.say(f"{sender}: transfer #{a.get('sequence_number')} of {amount} to {recipient} "
             f"staged ({a.get('state')}, quorum {a.get('quorum')})")
+
+
+@register_command("pay")
+def pay(cli: EmulationCLI, line: str) -> None:
+    """pay SENDER RECIPIENT AMOUNT: a scheduled payment (what [payments] schedules): like
+    mobile_transfer, but always a new payment and queued behind an unfinished one."""
+    sender, recipient, amount = _args(line, "pay SENDER RECIPIENT AMOUNT", 3, 3)
+    a = _layer(cli).transfer(sender, recipient, int(amount), again=True, queue_for=1.0)
+    seq = a.get("sequence_number")
+    cli.say(f"{sender}: pays {recipient} {amount}: "
+            + (f"transfer #{seq} staged" if seq is not None
+               else "queued behind its unfinished transfer"))
+
+
+@register_command("wait_payments")
+def wait_payments(cli: EmulationCLI, line: str) -> None:
+    """wait_payments [TIMEOUT [PER_PAYMENT]]: wait until every payment the scenario's
+    [payments] schedules is complete (certified, every authority confirmed), with a
+    progress line every 30 s; fail after TIMEOUT s (900) plus PER_PAYMENT s (0) for each
+    scheduled payment (one file then fits a small and a large crowd)."""
+    parts = _args(line, "wait_payments [TIMEOUT [PER_PAYMENT]]", 0, 2)
+    layer = _layer(cli)
+    timeout = float(parts[0]) if parts else 900.0
+    if len(parts) > 1:
+        timeout += float(parts[1]) * len(getattr(layer.scenario, "payments", []))
+    s = layer.wait_payments(timeout, say=cli.say)
+    cli.say(f"wait_payments: all {s['scheduled']} payments complete "
+            f"(hand-offs {s['handoff_channels'] or 'none'})")
 
 
 @register_command("progress")

@@ -203,7 +203,9 @@ def make_model(spec: dict[str, Any] | None, start: Point, area: Area, seed: int 
     """Build a model from a scenario's ``mobility`` table (None means static).
 
     ``{model = "random_walk", min_speed, max_speed, interval}``,
-    ``{model = "random_waypoint", min_speed, max_speed, pause}``,
+    ``{model = "random_waypoint", min_speed, max_speed, pause, min_x?, max_x?, min_y?,
+    max_y?}`` (Mininet-WiFi's bounds: the waypoints are drawn inside them, default the
+    whole area),
     ``{model = "waypoints", max_speed?, points = [[t, x, y], ...]}``; a ``seed`` in the
     table overrides the one given. Raises ValueError on unknown models or fields.
     """
@@ -227,11 +229,28 @@ def make_model(spec: dict[str, Any] | None, start: Point, area: Area, seed: int 
         _no_extra(name, spec)
         return RandomWalk(start, area, seed=seed, **kwargs)
     if name == "random_waypoint":
+        bounds = _bounds(spec, area)
         kwargs = {k: float(spec.pop(k)) for k in ("min_speed", "max_speed", "pause")  # type: ignore[misc]
                   if k in spec}
         _no_extra(name, spec)
-        return RandomWaypoint(start, area, seed=seed, **kwargs)
+        return RandomWaypoint(start, bounds, seed=seed, **kwargs)
     raise ValueError(f"unknown mobility model {name!r} (known: {', '.join(MODELS)})")
+
+
+def _bounds(spec: dict[str, Any], area: Area) -> Area:
+    """Pop ``min_x..max_x``, ``min_y..max_y`` from ``spec``: a rectangle inside ``area``
+    (missing sides are the area's); ValueError if it is empty or leaves the area."""
+    keys = ("min_x", "min_y", "max_x", "max_y")
+    if not any(k in spec for k in keys):
+        return area
+    values = [float(spec.pop(k, default)) for k, default in
+              zip(keys, (area.x_min, area.y_min, area.x_max, area.y_max), strict=True)]
+    bounds = Area(*values)
+    if not (area.contains((bounds.x_min, bounds.y_min))
+            and area.contains((bounds.x_max, bounds.y_max))):
+        raise ValueError(f"bounds min_x..max_x {values[0]:g}..{values[2]:g}, min_y..max_y "
+                         f"{values[1]:g}..{values[3]:g} leave the area {area}")
+    return bounds
 
 
 def _no_extra(name: str, spec: dict[str, Any]) -> None:

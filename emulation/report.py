@@ -25,6 +25,18 @@ Metrics (seconds unless named otherwise):
   authority (the radios come into or leave each other's range), until the client's
   daemon reflects it (``authority_in_range`` / ``authority_out_of_range``).
 * ``bare_join_s`` — a plain P2P join between two plain stations (wpa_cli), same run.
+* ``payments`` — with a scenario's ``[payments]`` schedule (:func:`payments_summary`):
+  scheduled / started / certified / completed payments, the completion rate over every
+  scheduled payment and over those whose payer met a quorum of authorities (the
+  sampled radio ranges: authorities in range at some time from the payment's time on,
+  weighing a quorum), the hand-off channel split, and latency percentiles (p50/p90/p95/
+  p99) per stage.
+* ``safety`` — from every authority's accounts and certificates at the end of the run
+  and the clients' events (:func:`safety`): no two certificates for one (sender,
+  sequence number); at every authority the money of all accounts adds up to the
+  genesis; every authority's balance of every account is what its own certificates
+  make it, so it differs from the most advanced view only by certificates it has not
+  been given yet (``behind``), with no gap in a sender's sequence numbers.
 """
 
 from __future__ import annotations
@@ -147,6 +159,160 @@ def transfers(events: Events, clients: list[str], weights: dict[str, int], quoru
     return rows
 
 
+def _met_quorum(changes: list[dict[str, Any]], client: str, since: float,
+                weights: dict[str, int], quorum: int) -> bool:
+    """True if authorities weighing ``quorum`` were in ``client``'s radio range at some
+    time from ``since`` on (the layer's sampled range changes)."""
+    met: set[str] = set()
+    state: dict[str, bool] = {}
+    for ch in sorted((c for c in changes if c.get("client") == client),
+                     key=lambda c: c["t"]):
+        inside = ch["change"] in ("in", "initial")
+        if ch["t"] <= since:
+            state[ch["authority"]] = inside
+        elif inside:
+            met.add(ch["authority"])
+    met |= {a for a, inside in state.items() if inside}
+    return sum(weights.get(a, 1) for a in met) >= quorum
+
+
+def _percentiles(values: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(values)}
+    for q in (50, 90, 95, 99):
+        v = percentile(values, q)
+        out[f"p{q}"] = None if v is None else round(v, 3)
+    return out
+
+
+def payments_summary(rows: list[dict[str, Any]], scheduled: list[dict[str, Any]],
+                     changes: list[dict[str, Any]], weights: dict[str, int], quorum: int,
+                     t0: float = 0.0) -> dict[str, Any]:
+    """How a ``[payments]`` schedule went (see the module docstring).
+
+    ``scheduled``: ``{at, payer, payee, amount}`` with ``at`` in seconds after ``t0`` (the
+    timeline's start on the events' clock).  A payer's k-th scheduled payment is its k-th
+    transfer (by sequence number): a payer's transfers are signed in the order asked.
+    """
+    by_payer: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_payer.setdefault(str(r["sender"]), []).append(r)
+    for mine in by_payer.values():
+        mine.sort(key=lambda r: r["sequence_number"])
+    seen: dict[str, int] = {}
+    out_rows = []
+    for p in sorted(scheduled, key=lambda p: p["at"]):
+        k = seen.get(p["payer"], 0)
+        seen[p["payer"]] = k + 1
+        mine = by_payer.get(p["payer"], [])
+        got = mine[k] if k < len(mine) else None
+        state = ("not started" if got is None else "completed" if got["completed"] is not None
+                 else "certified" if got["certificate"] is not None else "started")
+        out_rows.append({**p, "state": state, "row": got,
+                         "met_quorum": _met_quorum(changes, p["payer"], t0 + p["at"],
+                                                   weights, quorum)})
+    n = len(out_rows)
+    done = [x for x in out_rows if x["state"] == "completed"]
+    met = [x for x in out_rows if x["met_quorum"]]
+    met_done = [x for x in met if x["state"] == "completed"]
+    channels: dict[str, int] = {}
+    for x in out_rows:
+        h = x["row"]["handoff"] if x["row"] is not None else None
+        if h is not None:
+            channels[str(h["channel"])] = channels.get(str(h["channel"]), 0) + 1
+    latency = {stage: _percentiles([x["row"][stage] for x in out_rows if x["row"] is not None
+                                    and x["row"][stage] is not None])
+               for stage in ("certificate", "completed")}
+    latency["handoff"] = _percentiles([float(x["row"]["handoff"]["seconds"]) for x in out_rows
+                                       if x["row"] is not None and x["row"]["handoff"]])
+    return {
+        "scheduled": n,
+        "started": sum(x["state"] != "not started" for x in out_rows),
+        "certified": sum(x["state"] in ("certified", "completed") for x in out_rows),
+        "completed": len(done),
+        "completion_rate": round(len(done) / n, 3) if n else None,
+        "met_quorum": len(met),
+        "completion_rate_met_quorum": round(len(met_done) / len(met), 3) if met else None,
+        "handoff_channels": channels,
+        # Certified, yet the payee holds no credit for it (it met neither the payer
+        # after the certificate nor an authority while syncing).
+        "payee_not_credited": sum(1 for x in out_rows if x["row"] is not None
+                                  and x["row"]["certificate"] is not None
+                                  and not x["row"]["handoff"]),
+        "latency_s": latency,
+        "not_completed": [{k: x[k] for k in ("at", "payer", "payee", "amount", "state",
+                                             "met_quorum")}
+                          for x in out_rows if x["state"] != "completed"],
+    }
+
+
+def safety(snapshots: dict[str, dict[str, Any]], genesis: dict[str, int],
+           events: Events) -> dict[str, Any]:
+    """The run's safety check (see the module docstring); ``ok`` is False with any
+    ``violations`` (each ``{kind, ...}``).
+
+    ``snapshots``: authority → ``{"accounts": [{account, balance, ...}], "history":
+    [{sender, sequence_number, recipient, amount}]}`` (its ``balance`` and ``history``
+    answers); ``genesis``: account → genesis balance; ``events``: the daemons' events
+    (a payee's ``payment_received`` and a payer's ``transfer_completed`` name the
+    certificate they hold).
+    """
+    violations: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int], dict[tuple[str, int], list[str]]] = {}
+
+    def saw(sender: Any, seq: Any, recipient: Any, amount: Any, where: str) -> None:
+        if sender is None or seq is None:
+            return
+        key = (str(sender), int(seq))
+        seen.setdefault(key, {}).setdefault((str(recipient), int(amount)), []).append(where)
+
+    for auth, snap in snapshots.items():
+        for c in snap.get("history", []):
+            saw(c["sender"], c["sequence_number"], c["recipient"], c["amount"], auth)
+    for node, evs in events.items():
+        for e in evs:
+            if e.get("event") == "payment_received":
+                saw(e.get("sender"), e.get("sequence_number"), node, e.get("amount"), node)
+            elif e.get("event") == "transfer_completed":
+                saw(node, e.get("sequence_number"), e.get("recipient"), e.get("amount"), node)
+    for (sender, seq), values in sorted(seen.items()):
+        if len(values) > 1:
+            violations.append({"kind": "conflicting_certificates", "sender": sender,
+                               "sequence_number": seq, "certificates": [
+                                   {"recipient": r, "amount": a, "seen_at": sorted(set(w))}
+                                   for (r, a), w in sorted(values.items())]})
+    # The most advanced view: every certificate any authority holds, once.
+    union = {(s, q): next(iter(v)) for (s, q), v in seen.items()
+             if any(a in snapshots for w in v.values() for a in w)}
+    total = sum(genesis.values())
+    behind: dict[str, int] = {}
+    for auth, snap in sorted(snapshots.items()):
+        balances = {str(a["account"]): int(a["balance"]) for a in snap.get("accounts", [])}
+        held = {(str(c["sender"]), int(c["sequence_number"])) for c in snap.get("history", [])}
+        if sum(balances.values()) != total:
+            violations.append({"kind": "money_not_conserved", "authority": auth,
+                               "total": sum(balances.values()), "genesis": total})
+        behind[auth] = len(set(union) - held)
+        for account, balance in sorted(balances.items()):
+            own = genesis.get(account, 0)
+            for (sender, seq) in held:
+                recipient, amount = union.get((sender, seq), ("", 0))
+                own += amount if recipient == account else 0
+                own -= amount if sender == account else 0
+            if balance != own:
+                violations.append({"kind": "balance_disagrees", "authority": auth,
+                                   "account": account, "balance": balance,
+                                   "by_its_certificates": own})
+            seqs = sorted(q for s, q in held if s == account)
+            everyone = sorted(q for s, q in union if s == account)
+            if seqs != everyone[:len(seqs)]:
+                violations.append({"kind": "sequence_gap", "authority": auth,
+                                   "account": account, "confirmed": seqs,
+                                   "known": everyone})
+    return {"ok": not violations and bool(snapshots), "checked": bool(snapshots),
+            "authorities": sorted(snapshots), "certificates": len(union),
+            "behind": behind, "violations": violations}
+
+
 def convergence_times(events: Events, changes: list[dict[str, Any]]) -> dict[str, Any]:
     """Topology change (radios in/out of range) → the client daemon's table follows."""
     ins: list[float] = []
@@ -176,8 +342,13 @@ def convergence_times(events: Events, changes: list[dict[str, Any]]) -> dict[str
 def compute(events: Events, *, clients: list[str], authorities: list[str],
             weights: dict[str, int] | None = None, quorum: int | None = None,
             records: list[dict[str, Any]] | None = None,
-            changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Every metric of the run (see the module docstring)."""
+            changes: list[dict[str, Any]] | None = None,
+            scheduled: list[dict[str, Any]] | None = None, t0: float = 0.0,
+            snapshots: dict[str, dict[str, Any]] | None = None,
+            genesis: dict[str, int] | None = None) -> dict[str, Any]:
+    """Every metric of the run (see the module docstring); ``payments`` with a
+    ``scheduled`` list (times after ``t0``), ``safety`` with the authorities'
+    ``snapshots`` and the ``genesis``."""
     weights = weights or dict.fromkeys(authorities, 1)
     total = sum(weights.values())
     quorum = quorum or 2 * total // 3 + 1
@@ -204,7 +375,13 @@ def compute(events: Events, *, clients: list[str], authorities: list[str],
                 and start >= first_credit[r["sender"]]:
             spent.append({"sender": r["sender"], "sequence_number": r["sequence_number"],
                           "recipient": r["recipient"], "completed": r["completed"]})
+    out: dict[str, Any] = {}
+    if scheduled:
+        out["payments"] = payments_summary(rows, scheduled, changes or [], weights, quorum, t0)
+    if snapshots is not None:
+        out["safety"] = safety(snapshots, genesis or {}, events)
     return {
+        **out,
         "discovery_time_s": discovery_times(events, clients),
         "connection_time_s": connection_times(events, clients),
         "payment_latency_s": {
@@ -257,6 +434,27 @@ def table(metrics: dict[str, Any]) -> Any:
     if spent:
         done = sum(1 for p in spent if p["completed"] is not None)
         t.add_row("payee's own later payments (completed)", str(len(spent)), str(done), "")
+    pay = metrics.get("payments")
+    if pay:
+        t.add_row("scheduled payments: completed / scheduled",
+                  f"{pay['completed']}/{pay['scheduled']}", str(pay["completion_rate"]), "")
+        t.add_row("  among payers that met a quorum", str(pay["met_quorum"]),
+                  str(pay["completion_rate_met_quorum"]), "")
+        split = ", ".join(f"{k} {v}" for k, v in sorted(pay["handoff_channels"].items()))
+        t.add_row(f"  hand-off channels: {split or 'none'}; payee not credited yet",
+                  str(pay["payee_not_credited"]), "", "")
+        for stage, q in pay["latency_s"].items():
+            fmt = (lambda v: "-" if v is None else f"{v:.2f}")  # noqa: E731
+            t.add_row(f"  {stage} p90 {fmt(q['p90'])}, p99 {fmt(q['p99'])}", str(q["n"]),
+                      fmt(q["p50"]), fmt(q["p95"]))
+    safe = metrics.get("safety")
+    if safe is not None:
+        kinds = sorted({v["kind"] for v in safe["violations"]})
+        verdict = ("ok" if safe["ok"] else "not checked" if not safe["checked"]
+                   else "VIOLATED: " + ", ".join(kinds))
+        behind = sum(safe["behind"].values())
+        t.add_row(f"safety ({safe['certificates']} certificates; {behind} yet to reach "
+                  "an authority)", str(len(safe["authorities"])), verdict, "")
     return t
 
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from emulation import backends, fastpay, requirements, scenario, startup, vm
+from emulation import backends, cost, fastpay, requirements, scenario, startup, vm
 from emulation.cli import EmulationCLI, run_timeline
 from emulation.network import EmulationError
 
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      description="Run a FastPay radio emulation.")
     parser.add_argument("scenario", nargs="?", default=str(scenario.DEFAULT_SCENARIO),
                         help="scenario TOML file (default: %(default)s)")
+    parser.add_argument("--clients", type=int, metavar="N", default=None,
+                        help="number of clients of the scenario's [crowd] (default: its "
+                        "count); e.g. --clients 26 for the many-clients run's large size")
     parser.add_argument("--batch", action="store_true",
                         help="run the scenario's timeline without a CLI and exit")
     parser.add_argument("--report", metavar="FILE", help="write the run's JSON report here")
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(argv)
     try:
-        scen = scenario.load(args.scenario)
+        scen = scenario.load(args.scenario, clients=args.clients)
     except scenario.ScenarioError as exc:
         print(f"emulation: bad scenario: {exc}", file=sys.stderr)
         return 2
@@ -241,6 +244,9 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         report["seconds"] = round(time.monotonic() - t0, 3)
         report["startup"] = _startup(net, layer, run_marks, t0)
         startup.print_table(report["startup"])
+        if layer is not None:
+            report["cost"] = _cost(layer, report["startup"], len(scen.stations))
+            cost.print_table(report["cost"])
         net.stop()
     _write_report(args.report, report)
     if net.failed.is_set():
@@ -273,6 +279,18 @@ def _startup(net: Any, layer: fastpay.FastPayLayer | None, marks: dict[str, floa
         "per_daemon_s": startup.summary([d.get("total_s") for d in daemons.values()]),
     }
     return out
+
+
+def _cost(layer: fastpay.FastPayLayer, started: dict[str, Any], stations: int
+          ) -> dict[str, Any]:
+    """The report's cost per station (:func:`emulation.cost.per_station`): start-up is
+    the stations' and the daemons' phases of ``started["run"]``."""
+    run = started.get("run", {})
+    parts = [run.get(k) for k in ("stations_s", "fastpayd_s")]
+    total = sum(p for p in parts if p is not None) if any(p is not None for p in parts) \
+        else None
+    return cost.per_station(layer.daemon_costs(), {n: d.role for n, d in layer.daemons.items()},
+                            total, stations)
 
 
 def _interrupt(signum: int, frame: object) -> None:

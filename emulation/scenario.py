@@ -36,11 +36,20 @@ every timeline line is a known command whose arguments have the right shape and 
 stations of the right role (``TIMELINE_COMMANDS``).  The keys FastPay's layer reads
 (``[fastpay]``, a station's ``weight``/``balance``) are part of the format and land in
 ``Scenario.extra`` / ``StationSpec.extra`` for that layer.
+
+A crowd is described, not listed: ``[crowd]`` expands into ``count`` client stations
+(``client0``.. or ``name_prefix``) with random start points and random-waypoint mobility
+inside Mininet-WiFi's bounds (``min_x..max_x``, ``min_y..max_y``, speeds
+``min_v..max_v``), and ``[payments]`` into a schedule of payments between the scenario's
+clients (:class:`Payment`, each a ``pay`` line of the timeline).  Both are drawn from
+their ``seed`` alone, so one file (and one ``--clients``) always gives the same crowd and
+the same payments; :func:`parse` takes ``clients`` to override the crowd's size.
 """
 
 from __future__ import annotations
 
 import difflib
+import random
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -68,6 +77,16 @@ class TimelineEntry:
     retry_for: float = 0.0
 
 
+@dataclass(frozen=True)
+class Payment:
+    """One scheduled payment of a ``[payments]`` table: ``payer`` pays ``payee`` at ``at``."""
+
+    at: float
+    payer: str
+    payee: str
+    amount: int
+
+
 @dataclass
 class Scenario:
     """A whole emulation, as described by a scenario file."""
@@ -82,6 +101,7 @@ class Scenario:
     timeline: list[TimelineEntry] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    payments: list[Payment] = field(default_factory=list)  # from [payments], by time
 
     def station(self, name: str) -> StationSpec:
         """Return the station called ``name``; raise KeyError."""
@@ -92,7 +112,7 @@ class Scenario:
 
 
 _KNOWN_TOP = frozenset({"name", "seed", "duration", "backend", "area", "medium", "stations",
-                        "timeline", "fastpay"})
+                        "timeline", "fastpay", "crowd", "payments"})
 _LAYER_TOP = frozenset({"fastpay"})  # read by emulation/fastpay.py from Scenario.extra
 _KNOWN_AREA = frozenset({"x_min", "y_min", "x_max", "y_max"})
 _KNOWN_MEDIUM = frozenset({"tx_power", "exponent"})
@@ -100,6 +120,10 @@ _KNOWN_STATION = frozenset({"name", "role", "position", "range", "mobility"})
 _FASTPAY_STATION = frozenset({"weight", "balance"})  # read by emulation/fastpay.py
 _KNOWN_TIMELINE = frozenset({"at", "do", "retry_for"})
 _KNOWN_FASTPAY = frozenset({"balance", "committee_id", "link"})
+_KNOWN_CROWD = frozenset({"count", "name_prefix", "min_x", "max_x", "min_y", "max_y",
+                          "min_v", "max_v", "pause", "seed", "range", "balance"})
+_KNOWN_PAYMENTS = frozenset({"count", "per_client", "amount", "window", "seed"})
+DEFAULT_BALANCE = 1000  # a client's genesis balance when nothing says otherwise
 # [fastpay] link = {...}: the [link] keys of fastpayd's node file (docs/config.md) that a
 # wifidirect daemon takes; the layer writes kind and interface itself.  (A copy: the
 # emulation never imports fastpayd; tests/emulation/test_scenario_strict.py compares.)
@@ -131,6 +155,8 @@ TIMELINE_COMMANDS: dict[str, str] = {
     "expect_in_range": "CLIENT AUTHORITY*",
     "wait_in_range": "CLIENT AUTHORITY+",
     "mobile_transfer": "CLIENT ACCOUNT AMOUNT",
+    "pay": "CLIENT CLIENT AMOUNT",
+    "wait_payments": "[NUMBER] [NUMBER]",
     "progress": "CLIENT",
     "wait_payment": "CLIENT [NUMBER]",
     "receive": "CLIENT [AMOUNT] [NUMBER]",
@@ -248,8 +274,9 @@ def _check_arg(kind: str, value: str, roles: dict[str, str], usage: str) -> None
                              f"{' or '.join(wanted)} here")
 
 
-def load(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; raise ScenarioError."""
+def load(path: str | Path, clients: int | None = None) -> Scenario:
+    """Read and validate a scenario file (``clients``: the ``[crowd]``'s size instead of
+    its ``count``); raise ScenarioError."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -258,24 +285,26 @@ def load(path: str | Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: {exc}") from exc
     try:
-        scenario = parse(data, default_name=path.stem)
+        scenario = parse(data, default_name=path.stem, clients=clients)
     except ScenarioError as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     scenario.path = path
     return scenario
 
 
-def parse(data: dict[str, Any], default_name: str = "scenario") -> Scenario:
-    """Build a Scenario from parsed TOML; raise ScenarioError."""
+def parse(data: dict[str, Any], default_name: str = "scenario",
+          clients: int | None = None) -> Scenario:
+    """Build a Scenario from parsed TOML (``clients``: override the ``[crowd]``'s
+    ``count``); raise ScenarioError."""
     try:
-        return _parse(data, default_name)
+        return _parse(data, default_name, clients)
     except ScenarioError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ScenarioError(str(exc)) from exc
 
 
-def _parse(data: dict[str, Any], default_name: str) -> Scenario:
+def _parse(data: dict[str, Any], default_name: str, clients: int | None) -> Scenario:
     _check_keys(data, _KNOWN_TOP, "top level")
     area_data = data.get("area", {})
     _check_keys(area_data, _KNOWN_AREA, "[area]")
@@ -295,10 +324,14 @@ def _parse(data: dict[str, Any], default_name: str) -> Scenario:
 
     stations = []
     raw_stations = data.get("stations", [])
-    if not raw_stations:
-        raise ScenarioError("a scenario needs at least one [[stations]] entry")
     if not isinstance(raw_stations, list):
         raise ScenarioError("'stations' must be an array of tables ([[stations]])")
+    if "crowd" in data:
+        raw_stations = raw_stations + expand_crowd(data["crowd"], area, clients)
+    elif clients is not None:
+        raise ScenarioError("--clients needs a [crowd] table in the scenario")
+    if not raw_stations:
+        raise ScenarioError("a scenario needs at least one [[stations]] entry (or a [crowd])")
     for index, raw in enumerate(raw_stations):
         where = f"stations[{index}]"
         _check_keys(raw, _KNOWN_STATION | _FASTPAY_STATION,
@@ -327,6 +360,12 @@ def _parse(data: dict[str, Any], default_name: str) -> Scenario:
 
     timeline = []
     roles = {s.name: s.role for s in stations}
+    payments: list[Payment] = []
+    if "payments" in data:
+        default_balance = int(fastpay.get("balance", DEFAULT_BALANCE))
+        payments = schedule_payments(
+            data["payments"], {s.name: int(s.extra.get("balance", default_balance))
+                               for s in stations if s.role == "client"})
     raw_timeline = data.get("timeline", [])
     if not isinstance(raw_timeline, list):
         raise ScenarioError("'timeline' must be an array of tables ([[timeline]])")
@@ -346,8 +385,115 @@ def _parse(data: dict[str, Any], default_name: str) -> Scenario:
         if entry.at < 0 or entry.retry_for < 0:
             raise ScenarioError(f"{where}: at and retry_for must not be negative")
         timeline.append(entry)
+    timeline += [TimelineEntry(at=p.at, do=f"pay {p.payer} {p.payee} {p.amount}")
+                 for p in payments]
     timeline.sort(key=lambda e: e.at)
     return Scenario(
         name=str(data.get("name", default_name)), stations=stations, area=area, seed=seed,
         duration=float(data.get("duration", 0.0)), backend=backend, pathloss=pathloss,
-        timeline=timeline, extra={k: v for k, v in data.items() if k in _LAYER_TOP})
+        timeline=timeline, extra={k: v for k, v in data.items() if k in _LAYER_TOP},
+        payments=payments)
+
+
+def _positive_int(table: dict[str, Any], key: str, where: str, default: int | None = None,
+                  minimum: int = 1) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ScenarioError(f"{where}: {key} must be a whole number >= {minimum}, "
+                            f"not {value!r}")
+    return value
+
+
+def _pair(table: dict[str, Any], key: str, where: str, default: list[float]) -> list[float]:
+    value = table.get(key, default)
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            or not 0 <= value[0] <= value[1]):
+        raise ScenarioError(f"{where}: {key} must be [low, high] with 0 <= low <= high, "
+                            f"not {value!r}")
+    return [float(v) for v in value]
+
+
+def expand_crowd(crowd: Any, area: Area, clients: int | None = None) -> list[dict[str, Any]]:
+    """The ``[[stations]]`` tables a ``[crowd]`` stands for: ``count`` (or ``clients``)
+    client stations named ``<name_prefix><i>``, each starting at a uniform random point of
+    the bounds and walking random waypoints inside them at ``min_v..max_v`` m/s, pausing
+    ``pause`` s.  Everything is drawn from the crowd's ``seed``.  Raises ScenarioError."""
+    where = "[crowd]"
+    _check_keys(crowd, _KNOWN_CROWD, where)
+    count = clients if clients is not None else _positive_int(crowd, "count", where, 10)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ScenarioError(f"{where}: the number of clients must be >= 1, not {count!r}")
+    try:
+        bounds = Area(float(crowd.get("min_x", area.x_min)), float(crowd.get("min_y", area.y_min)),
+                      float(crowd.get("max_x", area.x_max)), float(crowd.get("max_y", area.y_max)))
+        min_v, max_v = float(crowd.get("min_v", 0.5)), float(crowd.get("max_v", 2.0))
+        pause = float(crowd.get("pause", 2.0))
+        radio = float(crowd.get("range", 100.0))
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    if not (area.contains((bounds.x_min, bounds.y_min))
+            and area.contains((bounds.x_max, bounds.y_max))):
+        raise ScenarioError(f"{where}: min_x..max_x, min_y..max_y leave the [area]")
+    if not 0 < min_v <= max_v:
+        raise ScenarioError(f"{where}: need 0 < min_v <= max_v, got {min_v:g}, {max_v:g}")
+    if pause < 0 or radio <= 0:
+        raise ScenarioError(f"{where}: pause must not be negative and range must be positive")
+    seed = int(crowd.get("seed", 0))
+    prefix = str(crowd.get("name_prefix", "client"))
+    rng = random.Random(f"crowd-{seed}")
+    out = []
+    for i in range(count):
+        x, y = bounds.random_point(rng)
+        station: dict[str, Any] = {
+            "name": f"{prefix}{i}", "role": "client", "position": [x, y],
+            "range": radio,
+            "mobility": {"model": "random_waypoint", "min_speed": min_v, "max_speed": max_v,
+                         "pause": pause, "seed": rng.randrange(1 << 31),
+                         "min_x": bounds.x_min, "max_x": bounds.x_max,
+                         "min_y": bounds.y_min, "max_y": bounds.y_max}}
+        if "balance" in crowd:
+            station["balance"] = _positive_int(crowd, "balance", where, minimum=0)
+        out.append(station)
+    return out
+
+
+def schedule_payments(table: Any, balances: dict[str, int]) -> list[Payment]:
+    """The payments a ``[payments]`` table schedules between the clients ``balances``
+    (name → genesis balance), by time: ``count`` payments in all, or ``per_client`` from
+    every client (payers take turns in a shuffled order, so every client pays), each to
+    another client chosen at random, of a random amount in ``amount = [low, high]`` at a
+    random time in ``window = [start, end]`` (timeline seconds).  A payer never pays
+    itself nor more in all than its genesis balance.  Raises ScenarioError."""
+    where = "[payments]"
+    _check_keys(table, _KNOWN_PAYMENTS, where)
+    if len(balances) < 2:
+        raise ScenarioError(f"{where}: payments need at least two client stations")
+    if ("count" in table) == ("per_client" in table):
+        raise ScenarioError(f"{where}: give exactly one of count (payments in all) and "
+                            "per_client (payments from each client)")
+    names = list(balances)
+    count = (_positive_int(table, "count", where) if "count" in table
+             else _positive_int(table, "per_client", where) * len(names))
+    low, high = _pair(table, "amount", where, [1, 10])
+    if low < 1 or low != int(low) or high != int(high):
+        raise ScenarioError(f"{where}: amount must be whole numbers >= 1, not "
+                            f"{table.get('amount')!r}")
+    start, end = _pair(table, "window", where, [0, 60])
+    rng = random.Random(f"payments-{int(table.get('seed', 0))}")
+    order = names[:]
+    rng.shuffle(order)
+    spent = dict.fromkeys(names, 0)
+    out = []
+    for i in range(count):
+        payer = order[i % len(order)]
+        payee = rng.choice([n for n in names if n != payer])
+        amount = rng.randint(int(low), int(high))
+        spent[payer] += amount
+        if spent[payer] > balances[payer]:
+            raise ScenarioError(f"{where}: {payer} would pay {spent[payer]} in all, more "
+                                f"than its balance {balances[payer]} (fewer payments or "
+                                "smaller amounts)")
+        out.append(Payment(round(rng.uniform(start, end), 3), payer, payee, amount))
+    out.sort(key=lambda p: p.at)
+    return out

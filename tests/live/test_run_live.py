@@ -74,3 +74,30 @@ def test_run_batch_failing_step_exits_1(tmp_path: Path) -> None:
     assert code == 1, output
     assert report["success"] is False
     assert report["timeline"][-1] == {**report["timeline"][-1], "do": "sta1 false", "ok": False}
+
+
+def test_run_many_clients_small(tmp_path: Path) -> None:
+    """The many-clients scenario at its small size: 4 clients (8 stations) each pay
+    another once; every payment completes, safely, and the report has the cost."""
+    report_path = tmp_path / "many.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "emulation.run", "--backend", "hwsim", "--batch",
+         "--clients", "4", "--report", str(report_path),
+         str(ROOT / "emulation" / "scenarios" / "many.toml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=870)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    report = json.loads(report_path.read_text())
+    assert report["success"] is True, report.get("error")
+    payments = report["payments"]
+    assert payments["scheduled"] == 4
+    assert payments["completed"] == 4 and payments["completion_rate"] == 1.0, payments
+    # Every certified payment is credited to its payee, or counted as not yet.
+    assert sum(payments["handoff_channels"].values()) + payments["payee_not_credited"] == 4
+    safety = report["safety"]
+    assert safety["ok"] is True and safety["checked"], safety["violations"]
+    assert sorted(safety["authorities"]) == ["auth0", "auth1", "auth2", "auth3"]
+    cost = report["cost"]
+    assert cost["stations"] == 8 and cost["startup_s_per_station"] > 0
+    assert cost["rss_mib"]["n"] == 8 and cost["cpu_share"]["n"] == 8
+    assert "completed / scheduled" in output and "Cost per station" in output
