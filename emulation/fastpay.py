@@ -773,8 +773,10 @@ class FastPayLayer:
         """Wait until the sender's latest transfer is complete (every authority confirmed),
         by the daemon's long-poll ``wait for transfer``; progress lines go to ``say``."""
         try:
-            return self.long_poll(sender, {"for": "transfer", "state": "completed"},
-                                  timeout, say)
+            self.long_poll(sender, {"for": "transfer", "state": "completed"}, timeout, say)
+            # The caller gets the transfer's progress, as `progress` shows it (state
+            # "complete", who confirmed), not the wait's own answer.
+            return dict(self.progress(sender).get("transfer") or {})
         except ControlError as exc:
             if exc.code != "Timeout":
                 raise

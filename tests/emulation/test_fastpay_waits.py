@@ -60,8 +60,9 @@ def test_wait_payment_shows_the_steps_and_ends_complete(testnet: Path) -> None:
                                           "amount": 3}, 120)
     lines: list[str] = []
     done = layer.wait_payment("client0", 120, lines.append)
-    assert done["state"] == "completed"
+    assert done["state"] == "complete"
     assert done["sequence_number"] == staged["sequence_number"]
+    assert sorted(done["confirmed"]) == ["auth0", "auth1", "auth2", "auth3"]
     assert lines and lines[0].startswith("  ... ") and "client0: waiting" in lines[0]
 
 
