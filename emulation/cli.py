@@ -500,6 +500,8 @@ class EmulationCLI(cmd.Cmd):
         start = time.monotonic()
         deadline = start + seconds
         shown = start
+        if seconds >= 10.0:
+            self.say(f"  waiting {seconds:g} s (Ctrl-C ends it)")
         while (left := deadline - time.monotonic()) > 0:
             if self.net.failed.wait(min(1.0, left)):
                 raise CommandFailed(f"the emulation has stopped: {self.net.error}")

@@ -642,39 +642,25 @@ class WifiDirectClient(_Emitter):
     async def _negotiate(self, peer: AuthorityPeer, deadline: float) -> Group:
         """Form a group with the client ``peer`` by GO negotiation, it as GO (intent 0
         here), the committee PIN typed in on our side: the payer's half of a hand-off."""
-        names = {defs.SIG_GROUP_STARTED, defs.SIG_GROUP_FORMATION_FAILURE, defs.SIG_WPS_FAILED,
-                 defs.SIG_GO_NEGOTIATION_FAILURE}
-        last = "timeout"
         wait = max(0.1, min(self.handoff_timeout, deadline - time.monotonic()))
-        with self.manager.expect(names) as exp:
-            try:
-                await self.manager.connect(peer=peer.path, wps_method="keypad", pin=self.pin,
-                                           go_intent=0, persistent=False)
-                sig = await exp.wait(wait)
-            except TimeoutError:
-                sig = None
-            except WpaError as exc:
-                sig, last = None, str(exc)
-        if sig is not None and sig.name == defs.SIG_GROUP_STARTED:
-            group = self.manager.groups.get(sig.args[0].get("group_object", ""))
-            if group is not None:
-                return group
-        if sig is not None:
-            last = f"{sig.name} {sig.args!r}"
-        with contextlib.suppress(WpaError):
-            await self.manager.cancel()
-        raise FormationFailed(f"no group with {peer.address}: {last}")
+        return await self._go_negotiation(peer.path, "keypad", 0, wait)
 
     async def host_handoff(self, peer_path: str, timeout: float) -> Group:
         """Answer a payer's GO negotiation (``GONegotiationRequest`` from ``peer_path``)
         as GO, showing the committee PIN: the payee's half.  Returns the group."""
+        return await self._go_negotiation(peer_path, "display", 15, timeout)
+
+    async def _go_negotiation(self, peer_path: str, wps_method: str, go_intent: int,
+                              timeout: float) -> Group:
+        """``Connect`` to ``peer_path`` by GO negotiation (not a join) with the committee
+        PIN; the started group, or FormationFailed (the half-done attempt cancelled)."""
         names = {defs.SIG_GROUP_STARTED, defs.SIG_GROUP_FORMATION_FAILURE, defs.SIG_WPS_FAILED,
                  defs.SIG_GO_NEGOTIATION_FAILURE}
         last = "timeout"
         with self.manager.expect(names) as exp:
             try:
-                await self.manager.connect(peer=peer_path, wps_method="display", pin=self.pin,
-                                           go_intent=15, persistent=False)
+                await self.manager.connect(peer=peer_path, wps_method=wps_method, pin=self.pin,
+                                           go_intent=go_intent, persistent=False)
                 sig = await exp.wait(timeout)
             except TimeoutError:
                 sig = None
@@ -688,7 +674,7 @@ class WifiDirectClient(_Emitter):
             last = f"{sig.name} {sig.args!r}"
         with contextlib.suppress(WpaError):
             await self.manager.cancel()
-        raise FormationFailed(f"no group for {self._peer_address(peer_path)}: {last}")
+        raise FormationFailed(f"no group with {self._peer_address(peer_path)}: {last}")
 
     def _peer_address(self, path: str) -> str:
         peer = self.manager.peers.get(path)
