@@ -130,7 +130,9 @@ def table(cost: dict[str, Any]) -> Any:
 
     t.add_row("start-up s per station", fmt(cost["startup_s_per_station"]), "",
               fmt(cost["startup_s"]))
-    groups = [("all daemons", cost), *((f"  {r}s", c) for r, c in cost["by_role"].items())]
+    plural = {"authority": "authorities"}
+    groups = [("all daemons", cost),
+              *((plural.get(r, f"{r}s"), c) for r, c in cost["by_role"].items())]
     for label, c in groups:
         r, s = c["rss_mib"], c["cpu_share"]
         t.add_row(f"RSS MiB per daemon ({label}, n={r['n']})", fmt(r["mean"]),

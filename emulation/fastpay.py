@@ -368,6 +368,7 @@ class FastPayLayer:
     _stop: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_wait_line: dict[str, str] = field(default_factory=dict)  # per daemon, long_poll
 
     # -- set-up --
 
@@ -738,14 +739,17 @@ class FastPayLayer:
         return self.daemon(name).ctl({"cmd": "progress"})
 
     def long_poll(self, name: str, request: dict[str, Any], timeout: float,
-                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  say: Callable[[str], None] | None = None,
+                  since: float | None = None) -> dict[str, Any]:
         """One ``wait`` request on ``name``'s daemon (a long-poll: the daemon answers when
         its events say so). Every progress line goes to ``say`` with the seconds elapsed,
         and a line every 15 s without news says it still waits; the wait ends if the
         emulation stops (CommandFailed) or on Ctrl-C (the connection closes, which ends
-        the daemon's side too). A daemon ``Timeout`` is a ControlError with that code."""
-        t0 = time.monotonic()
-        shown = t0
+        the daemon's side too). A daemon ``Timeout`` is a ControlError with that code.
+        ``since`` (monotonic) is when the caller's wait began: elapsed seconds count from
+        it, and a caller that long-polls again and again sees no repeated opening line."""
+        t0 = time.monotonic() if since is None else since
+        shown = time.monotonic()
         state: list[Any] = [None]
 
         def on_progress(step: dict[str, Any]) -> None:
@@ -753,7 +757,12 @@ class FastPayLayer:
             shown = time.monotonic()
             state[0] = step.get("state")
             if say is not None:
-                say(describe_wait_step(name, step, shown - t0))
+                line = describe_wait_step(name, step, shown - t0)
+                if since is not None and step.get("step") == "waiting" and (
+                        self._last_wait_line.get(name) == line.split("s  ", 1)[-1]):
+                    return  # the same "waiting" as the previous poll's: nothing new
+                self._last_wait_line[name] = line.split("s  ", 1)[-1]
+                say(line)
 
         def tick() -> None:
             nonlocal shown
@@ -868,7 +877,8 @@ class FastPayLayer:
                                                               "balance": expect}
             try:
                 got = self.long_poll(recipient, poll,
-                                     max(1.0, min(10.0, deadline - time.monotonic())), say)
+                                     max(1.0, min(10.0, deadline - time.monotonic())), say,
+                                     since=t0)
             except ControlError as exc:
                 if exc.code != "Timeout":
                     raise
