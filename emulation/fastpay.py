@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import select
 import shlex
 import shutil
@@ -166,6 +167,7 @@ class Daemon:
     ready_at: float | None = None
     notify: _Socket | None = None  # where its sd_notify datagrams come
     log_offset: int = 0  # where this start's output begins in ``log``
+    forkserver: Forkserver | None = None  # forks it from a warmed interpreter if set
 
     @property
     def notify_path(self) -> Path:
@@ -179,6 +181,13 @@ class Daemon:
                    NOTIFY_SOCKET=str(self.notify_path))
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
+            if self.forkserver is not None:  # imported once already: a fork, no imports
+                self.proc = self.forkserver.spawn(  # type: ignore[assignment]
+                    ["--config", str(self.config)], env, str(ROOT),
+                    self.station.netns_path, out.fileno())
+                self.started_at = time.monotonic()
+                self.ready_at = None
+                return
             # -X importtime: stderr gets what each import cost (emulation.startup).
             self.proc = self.station.popen(
                 [sys.executable, "-X", "importtime", "-m", "fastpayd",
@@ -289,6 +298,172 @@ class Daemon:
         return out
 
 
+class ForkedProcess:
+    """A daemon forked by ``fastpayd.forkserver``, seen as a :class:`subprocess.Popen`
+    (``pid``, ``poll``, ``wait``, ``send_signal``, ``kill``, ``returncode``).
+
+    Not our child: its exit comes as ``{"exit": CODE}`` on the connection the server
+    keeps open for it, so waiting is waiting for that socket, never a sleep."""
+
+    def __init__(self, conn: _Socket, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+        self._conn = conn
+        self._buf = b""
+
+    def _parse(self) -> None:
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict) and isinstance(msg.get("exit"), int):
+                    self.returncode = msg["exit"]
+        if self.returncode is not None and self._conn.fileno() >= 0:
+            self._conn.close()
+
+    def _gone(self) -> bool:
+        return not Path(f"/proc/{self.pid}").exists()
+
+    def _read(self, timeout: float | None) -> None:
+        self._parse()
+        if self.returncode is not None:
+            return
+        if self._conn.fileno() < 0:
+            # The server went before the daemon: wait on a pidfd (exit status unknown).
+            try:
+                fd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                self.returncode = -1
+                return
+            try:
+                if select.select([fd], [], [], timeout)[0]:
+                    self.returncode = -1
+            finally:
+                os.close(fd)
+            return
+        if not select.select([self._conn], [], [], timeout)[0]:
+            return
+        data = self._conn.recv(4096)
+        if not data:  # the server went away; /proc says whether the daemon did too
+            self._conn.close()
+            if self._gone():
+                self.returncode = -1
+            return
+        self._buf += data
+        self._parse()
+
+    def poll(self) -> int | None:
+        self._read(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            self._read(left)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+@dataclass
+class Forkserver:
+    """One ``python -m fastpayd.forkserver``: imports the daemon once, then forks every
+    fastpayd of the emulation into its station's network namespace (a process of the
+    daemon's package, reached through its socket: the emulation still imports nothing of
+    fastpayd). Started early (:func:`start_forkserver`), its imports overlap the
+    stations' start; ``FASTPAY_EMU_FORKSERVER=0`` turns it off (each daemon its own
+    interpreter, as before)."""
+
+    proc: subprocess.Popen[str]
+    socket_path: Path
+    preload_s: float | None = None
+
+    @classmethod
+    def start(cls) -> Forkserver:
+        tmp = Path(tempfile.mkdtemp(prefix="fastpay-forkserver-"))
+        path = tmp / "fork.sock"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastpayd.forkserver", str(path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            start_new_session=True)
+        return cls(proc, path)
+
+    def ready(self, timeout: float = 300.0) -> None:
+        """Wait for its ``ready`` line (RuntimeError if it failed)."""
+        if self.preload_s is not None:
+            return
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("ready "):
+            rest = "" if self.proc.poll() is None else self.proc.stdout.read()
+            self.stop()
+            raise RuntimeError(f"fastpayd.forkserver did not start: {(line + rest).strip()}"
+                               or "fastpayd.forkserver: no answer")
+        self.preload_s = float(line.split()[1])
+
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, netns: str | None,
+              out: int) -> ForkedProcess:
+        """Fork ``fastpayd argv`` (``out``: its stdout and stderr) in ``netns``."""
+        self.ready()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            conn.settimeout(60.0)
+            conn.connect(str(self.socket_path))
+            request = json.dumps({"argv": argv, "env": env, "cwd": cwd, "netns": netns})
+            conn.sendmsg([request.encode() + b"\n"],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, out.to_bytes(4, sys.byteorder))])
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    raise RuntimeError("fastpayd.forkserver closed the connection")
+                line += chunk
+            conn.settimeout(None)
+            answer = json.loads(line.split(b"\n", 1)[0])
+            if "pid" not in answer:
+                raise RuntimeError(f"fastpayd.forkserver: {answer.get('error', answer)}")
+        except BaseException:
+            conn.close()
+            raise
+        proc = ForkedProcess(conn, int(answer["pid"]), ["fastpayd", *argv])
+        proc._buf = line.split(b"\n", 1)[1]  # its exit, if it came already
+        return proc
+
+    def stop(self) -> None:
+        """End the server (its daemons live on: the layer stops them)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.socket_path.parent, ignore_errors=True)
+
+
+def start_forkserver() -> Forkserver | None:
+    """Start the fork server (None if ``FASTPAY_EMU_FORKSERVER=0``); pass it to
+    :func:`attach`. Started before the stations, its imports overlap theirs."""
+    if os.environ.get("FASTPAY_EMU_FORKSERVER", "1") == "0":
+        return None
+    return Forkserver.start()
+
+
 @dataclass
 class Keygen:
     """A running ``fastpayd testnet`` that makes every key of the payment network.
@@ -363,6 +538,7 @@ class FastPayLayer:
     tracks: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     t0: float = 0.0
     keygen: Keygen | None = None  # started early by start_keygen(); prepare() uses it
+    forkserver: Forkserver | None = None  # start_forkserver()'s; forks every daemon
     timings: dict[str, float] = field(default_factory=dict)  # attach()'s phases
     proc_samples: dict[str, list[cost.Sample]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -437,7 +613,7 @@ class FastPayLayer:
             self.daemons[spec.name] = Daemon(
                 spec.name, spec.role, self.net.station(spec.name), cfg,
                 self.work / "run" / f"{spec.name}.sock", self.work / "state" / spec.name,
-                self.work / f"{spec.name}.out")
+                self.work / f"{spec.name}.out", forkserver=self.forkserver)
 
     def _make_keys(self, authorities: list[str], clients: list[str]) -> dict[str, str]:
         """Every key, from ``self.keygen`` (started early) or a new ``fastpayd testnet``
@@ -604,6 +780,8 @@ class FastPayLayer:
         for d in reversed(list(self.daemons.values())):
             with contextlib.suppress(Exception):
                 d.stop()
+        if self.forkserver is not None:
+            self.forkserver.stop()
 
     def all_events(self) -> dict[str, list[dict[str, Any]]]:
         """Every daemon's events (read from the events.jsonl files)."""
@@ -948,20 +1126,35 @@ def _short_progress(p: dict[str, Any]) -> str:
             f"confirmed {p.get('confirmed')}")
 
 
-def attach(net: Any, scenario: Any, log: Any = print,
-           keygen: Keygen | None = None) -> FastPayLayer | None:
+def attach(net: Any, scenario: Any, log: Any = print, keygen: Keygen | None = None,
+           forkserver: Forkserver | None | bool = True) -> FastPayLayer | None:
     """Start the payment network if the scenario has authority/client stations
-    (``keygen``: the keys' process from :func:`start_keygen`, started earlier)."""
+    (``keygen``: the keys' process from :func:`start_keygen`, started earlier;
+    ``forkserver``: :func:`start_forkserver`'s, or True to start one now, or None)."""
+    if forkserver is True:
+        forkserver = start_forkserver()
+    server = forkserver if isinstance(forkserver, Forkserver) else None
     if not any(s.role in ("authority", "client") for s in scenario.stations):
         if keygen is not None:
             keygen.discard()
+        if server is not None:
+            server.stop()
         return None
-    layer = FastPayLayer(net, scenario, keygen=keygen)
+    layer = FastPayLayer(net, scenario, keygen=keygen, forkserver=server)
     net.fastpay = layer
     net.hold_clock()  # nobody walks before the daemons answer (restart_clock below)
     t = time.monotonic()
     layer.prepare()
     layer.timings["keys_and_configs_s"] = time.monotonic() - t
+    if server is not None:
+        try:
+            server.ready()
+        except RuntimeError:
+            layer.stop()
+            raise
+        layer.timings["forkserver_imports_s"] = server.preload_s or 0.0
+        layer.timings["forkserver_wait_s"] = time.monotonic() - t - layer.timings[
+            "keys_and_configs_s"]
     log(f"emulation: starting fastpayd on {len(layer.daemons)} station(s) "
         f"({len(layer.authorities)} authorities, quorum {layer.quorum}) ...")
     try:

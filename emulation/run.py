@@ -188,6 +188,8 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
     net.progress = lambda line: print(line, flush=True)
     # The keys are made while the stations start (a process of its own).
     keygen = fastpay.start_keygen(scen)
+    # ... and fastpayd's modules imported, once, by the fork server of every daemon.
+    forkserver = fastpay.start_forkserver() if keygen is not None else None
     print(f"emulation: starting {len(scen.stations)} station(s) ({cls.backend} backend) ...",
           flush=True)
     try:
@@ -195,6 +197,8 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
     except EmulationError as exc:
         if keygen is not None:
             keygen.discard()
+        if forkserver is not None:
+            forkserver.stop()
         print(f"emulation: cannot start: {exc}", file=sys.stderr)
         report["error"] = str(exc)
         _write_report(args.report, report)
@@ -207,7 +211,7 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
         # FastPay's layer: one fastpayd per authority/client station (none: plain radios).
         try:
             layer = fastpay.attach(net, scen, log=lambda m: print(m, flush=True),
-                                   keygen=keygen)
+                                   keygen=keygen, forkserver=forkserver)
             run_marks["fastpayd_s"] = time.monotonic() - t0 - run_marks["stations_s"]
         except Exception as exc:
             print(f"emulation: cannot start fastpayd: {exc}", file=sys.stderr)
@@ -239,6 +243,8 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
     finally:
         if keygen is not None:  # used by attach() by now, or never to be
             keygen.discard()
+        if forkserver is not None and layer is None:
+            forkserver.stop()
         if layer is not None:  # daemons stop before their stations
             report.update(layer.finish(args.report))
         report["seconds"] = round(time.monotonic() - t0, 3)

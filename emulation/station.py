@@ -130,6 +130,11 @@ class Station:
                    FASTPAY_IFACE=self.iface, FASTPAY_STATION_DIR=str(self.dir))
         return env
 
+    @property
+    def netns_path(self) -> str:
+        """The station's network namespace as a path setns(2) takes."""
+        return f"/run/netns/{self.netns}"
+
     # -- commands --
 
     def wrap(self, argv: list[str]) -> list[str]:

@@ -190,6 +190,10 @@ class MininetStation(Station):
     def p2p_device_address(self) -> str:
         return str(self.node.wintfs[0].mac)
 
+    @property
+    def netns_path(self) -> str:
+        return f"/proc/{self.node.pid}/ns/net"
+
     def wrap(self, argv: list[str]) -> list[str]:
         return ["mnexec", "-a", str(self.node.pid), *argv]
 
