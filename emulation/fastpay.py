@@ -613,14 +613,12 @@ class FastPayLayer:
         next to it and draw the plots. Prints the metrics table."""
         from emulation import report
 
-        topology = {n: {"role": s.spec.role, "position": list(s.position),
-                        "range": s.spec.range} for n, s in self.net.stations.items()}
+        topology = self.topology()
         self.sample_procs()  # the last CPU/RSS sample, before the daemons go
         snapshots = self.authority_snapshots()
         self.stop()
         events = self.all_events()
-        weights = {a: int(self.net.station(a).spec.extra.get("weight", 1))
-                   for a in self.authorities}
+        weights = self.weights()
         scheduled = [{"at": p.at, "payer": p.payer, "payee": p.payee, "amount": p.amount}
                      for p in getattr(self.scenario, "payments", [])]
         metrics = report.compute(events, clients=self.clients, authorities=self.authorities,
@@ -653,11 +651,44 @@ class FastPayLayer:
                  "snapshots": snapshots, "genesis": self.genesis,
                  "proc_samples": self.proc_samples}, indent=1))
             try:
-                out["fastpay"]["plots"] = report.plot(path, metrics, topology, self.tracks)
+                out["fastpay"]["plots"] = self.draw(path.with_suffix(""), metrics=metrics,
+                                                    events=events, topology=topology)
             except Exception as exc:  # a plot must not cost the run its report
                 out["fastpay"]["plots_error"] = f"{type(exc).__name__}: {exc}"
         report.print_table(metrics)
         return out
+
+    def topology(self) -> dict[str, dict[str, Any]]:
+        """Station → ``{role, position (now), range}``, as the plots take it."""
+        return {n: {"role": s.spec.role, "position": list(s.position),
+                    "range": s.spec.range} for n, s in self.net.stations.items()}
+
+    def weights(self) -> dict[str, int]:
+        """Authority → its voting weight (the station's ``weight``, 1 by default)."""
+        return {a: int(self.net.station(a).spec.extra.get("weight", 1))
+                for a in self.authorities}
+
+    def draw(self, stem: Path, *, metrics: dict[str, Any] | None = None,
+             events: dict[str, list[dict[str, Any]]] | None = None,
+             topology: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        """Write the run's pictures (:func:`emulation.plots.write`) at ``stem`` from what
+        is known now -- by default the daemons' events so far, the metrics on them, the
+        positions now -- and return their paths."""
+        from emulation import plots, report
+
+        events = self.all_events() if events is None else events
+        with self._lock:
+            tracks = {name: list(track) for name, track in self.tracks.items()}
+            changes, records = list(self.changes), list(self.records)
+        if metrics is None:
+            metrics = report.compute(events, clients=self.clients,
+                                     authorities=self.authorities, weights=self.weights(),
+                                     quorum=self.quorum or None, records=records,
+                                     changes=changes, t0=self.t0)
+        # While the network runs, what is still open (in range, in a group) lasts until now.
+        end = time.monotonic() if getattr(self.net, "running", False) else None
+        return plots.write(stem, metrics, self.topology() if topology is None else topology,
+                           tracks, events, t0=self.t0, end=end, changes=changes)
 
     def authority_snapshots(self) -> dict[str, dict[str, Any]]:
         """Every answering authority's accounts and certificates (``balance`` and
@@ -792,8 +823,7 @@ class FastPayLayer:
         scheduled = [{"at": p.at, "payer": p.payer, "payee": p.payee, "amount": p.amount}
                      for p in getattr(self.scenario, "payments", [])]
         events = self.all_events()
-        weights = {a: int(self.net.station(a).spec.extra.get("weight", 1))
-                   for a in self.authorities}
+        weights = self.weights()
         with self._lock:
             records, changes = list(self.records), list(self.changes)
         rows = report.transfers(events, self.clients, weights, self.quorum, records)
