@@ -20,7 +20,7 @@ A scenario gives stations a ``role`` ("authority", "client", "plain"); this laye
 5. registers the CLI commands (``discover``, ``mobile_transfer``, ``pay``,
    ``show_peers``, ``connection_status``, ``balances``, ``wait_payment``,
    ``wait_payments``, ``receive``, ``expect_balance``, ``expect_in_range``, ``daemon``,
-   ``bare_join``);
+   ``bare_join``, ``plot``);
 6. at the end asks every authority for its accounts and certificates (the report's
    safety check), stops the daemons (reverse order) before the stations go down, and
    hands the daemons' ``events.jsonl`` to :mod:`emulation.report`.
@@ -362,6 +362,7 @@ class FastPayLayer:
     changes: list[dict[str, Any]] = field(default_factory=list)  # topology changes
     tracks: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     t0: float = 0.0
+    report_path: str | None = None  # the run's --report: mid-run pictures go next to it
     keygen: Keygen | None = None  # started early by start_keygen(); prepare() uses it
     timings: dict[str, float] = field(default_factory=dict)  # attach()'s phases
     proc_samples: dict[str, list[cost.Sample]] = field(default_factory=dict)
@@ -1190,6 +1191,32 @@ def expect_balance(cli: EmulationCLI, line: str) -> bool:
         return False
     cli.say(f"ok: {account} has {amount} at {', '.join(row)}")
     return True
+
+
+@register_command("plot")
+def plot(cli: EmulationCLI, line: str) -> None:
+    """plot [PREFIX]: draw the report's pictures now, from what is known so far (the
+    daemons' events, the tracks, the range samples): PREFIX-topology.png,
+    PREFIX-latency.png and PREFIX-timeline.png. Default PREFIX: next to the run's
+    --report, named after the seconds since the run's start (REPORT-at42s); without
+    --report, under the layer's work directory (in the VM that one is gone after the
+    run: give --report or a PREFIX in a directory you keep)."""
+    parts = _args(line, "plot [PREFIX]", 0, 1)
+    layer = _layer(cli)
+    at = f"at{max(0.0, time.monotonic() - layer.t0):.0f}s" if layer.t0 else "at0s"
+    if parts:
+        stem = Path(parts[0]).expanduser()
+    elif layer.report_path:
+        report_path = Path(layer.report_path)
+        stem = report_path.with_name(f"{report_path.stem}-{at}")
+    else:
+        stem = layer.work / "plots" / at
+    try:
+        paths = layer.draw(stem)
+    except Exception as exc:  # a picture that fails must not end the session
+        raise CommandFailed(f"plot: {type(exc).__name__}: {exc}") from exc
+    for p in paths:
+        cli.say(p)
 
 
 @register_command("daemon")
