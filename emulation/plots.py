@@ -140,25 +140,43 @@ def _pair_spans(marks: Iterable[tuple[float, str, bool]], kind: str,
     return out
 
 
+def _names_by_address(events: Events, client: str) -> dict[str, str]:
+    """A radio address → the station name events give it (the client's own first)."""
+    out: dict[str, str] = {}
+    for node in [n for n in events if n != client] + [client]:
+        for e in events.get(node, []):
+            name = e.get("authority") or e.get("client") or e.get("device_name")
+            if e.get("address") and name and e.get("event") != "handoff_hosted":
+                out[str(e["address"])] = str(name)
+    return out
+
+
 def intervals(events: Events, client: str, end: float,
               changes: Iterable[dict[str, Any]] = ()) -> list[Span]:
     """``client``'s spans, sorted by (kind, other, start); one still open ends at
     ``end``. ``in_range``: ``authority_in_range`` → ``authority_out_of_range`` (its
     daemon's view); ``radio``: the layer's sampled ``changes`` (``in``/``initial`` →
     ``out``), the radios' truth; ``group``: ``group_joined`` → ``group_left`` (an
-    authority's group); ``handoff_group``: ``handoff_group_joined`` →
-    ``handoff_group_left`` (its ``authority`` field names the other client)."""
+    authority's group); ``handoff_group``: the payer's ``handoff_group_joined`` →
+    ``handoff_group_left`` (its ``authority`` field names the payee) or the payee's
+    ``handoff_hosted`` → ``handoff_ended`` (they name the payer's address only: its name
+    comes from the events that pair an address with one, e.g. ``peer_found``)."""
     pairs = {"authority_in_range": ("in_range", True),
              "authority_out_of_range": ("in_range", False),
              "group_joined": ("group", True), "group_left": ("group", False),
              "handoff_group_joined": ("handoff_group", True),
-             "handoff_group_left": ("handoff_group", False)}
+             "handoff_group_left": ("handoff_group", False),
+             "handoff_hosted": ("handoff_group", True),
+             "handoff_ended": ("handoff_group", False)}
+    names = _names_by_address(events, client)
     marks: dict[str, list[tuple[float, str, bool]]] = {}
     for e in events.get(client, []):
         what = pairs.get(str(e.get("event")))
-        if what is not None and "t" in e and e.get("authority") is not None:
-            marks.setdefault(what[0], []).append((float(e["t"]), str(e["authority"]),
-                                                  what[1]))
+        other = e.get("authority")
+        if other is None and e.get("address") is not None:
+            other = names.get(str(e["address"]), e["address"])
+        if what is not None and "t" in e and other is not None:
+            marks.setdefault(what[0], []).append((float(e["t"]), str(other), what[1]))
     for ch in changes:
         if ch.get("client") == client and ch.get("change") in ("in", "initial", "out"):
             marks.setdefault("radio", []).append((float(ch["t"]), str(ch["authority"]),

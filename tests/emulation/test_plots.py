@@ -54,10 +54,12 @@ def paid_directly() -> dict[str, Any]:
     c1 = [
         ev(100.5, "link_up"),
         ev(101.0, "authority_in_range", authority="a1"),
-        ev(118.0, "handoff_group_joined", authority="c0", elapsed=2.0),
+        ev(117.5, "peer_found", address="02:00:00:00:04:00", device_name="c0"),
+        # The payee hosts the hand-off group: its events name the payer's address only.
+        ev(118.0, "handoff_hosted", address="02:00:00:00:04:00", elapsed=0.5),
         ev(119.0, "payment_received", channel="direct", peer="c0", sender="c0",
            sequence_number=0, amount=10),
-        ev(120.0, "handoff_group_left", authority="c0", reason="done"),
+        ev(120.0, "handoff_ended", address="02:00:00:00:04:00", duration=2.0),
     ]
     tracks = {"c0": [(100.0, 0.0, 0.0), (120.0, 100.0, 0.0), (140.0, 0.0, 0.0)],
               "c1": [(100.0, 95.0, 10.0), (120.0, 95.0, 10.0), (140.0, 95.0, 10.0)],
@@ -127,6 +129,9 @@ def test_intervals_pair_entries_with_exits_and_close_at_the_end() -> None:
     ]
     assert [tuple(s) for s in plots.intervals(run["events"], "c1", 140.0)] == [
         (118.0, 120.0, "handoff_group", "c0"), (101.0, 140.0, "in_range", "a1")]
+    # An address no event names stays an address.
+    del run["events"]["c1"][2]
+    assert plots.intervals(run["events"], "c1", 140.0)[0].other == "02:00:00:00:04:00"
 
 
 def test_intervals_ignore_repeated_entries_and_unmatched_exits() -> None:
