@@ -20,7 +20,7 @@ A scenario gives stations a ``role`` ("authority", "client", "plain"); this laye
 5. registers the CLI commands (``discover``, ``mobile_transfer``, ``pay``,
    ``show_peers``, ``connection_status``, ``balances``, ``wait_payment``,
    ``wait_payments``, ``receive``, ``expect_balance``, ``expect_in_range``, ``daemon``,
-   ``bare_join``);
+   ``bare_join``, ``plot``);
 6. at the end asks every authority for its accounts and certificates (the report's
    safety check), stops the daemons (reverse order) before the stations go down, and
    hands the daemons' ``events.jsonl`` to :mod:`emulation.report`.
@@ -537,6 +537,7 @@ class FastPayLayer:
     changes: list[dict[str, Any]] = field(default_factory=list)  # topology changes
     tracks: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     t0: float = 0.0
+    report_path: str | None = None  # the run's --report: mid-run pictures go next to it
     keygen: Keygen | None = None  # started early by start_keygen(); prepare() uses it
     forkserver: Forkserver | None = None  # start_forkserver()'s; forks every daemon
     timings: dict[str, float] = field(default_factory=dict)  # attach()'s phases
@@ -792,14 +793,12 @@ class FastPayLayer:
         next to it and draw the plots. Prints the metrics table."""
         from emulation import report
 
-        topology = {n: {"role": s.spec.role, "position": list(s.position),
-                        "range": s.spec.range} for n, s in self.net.stations.items()}
+        topology = self.topology()
         self.sample_procs()  # the last CPU/RSS sample, before the daemons go
         snapshots = self.authority_snapshots()
         self.stop()
         events = self.all_events()
-        weights = {a: int(self.net.station(a).spec.extra.get("weight", 1))
-                   for a in self.authorities}
+        weights = self.weights()
         scheduled = [{"at": p.at, "payer": p.payer, "payee": p.payee, "amount": p.amount}
                      for p in getattr(self.scenario, "payments", [])]
         metrics = report.compute(events, clients=self.clients, authorities=self.authorities,
@@ -832,11 +831,44 @@ class FastPayLayer:
                  "snapshots": snapshots, "genesis": self.genesis,
                  "proc_samples": self.proc_samples}, indent=1))
             try:
-                out["fastpay"]["plots"] = report.plot(path, metrics, topology, self.tracks)
+                out["fastpay"]["plots"] = self.draw(path.with_suffix(""), metrics=metrics,
+                                                    events=events, topology=topology)
             except Exception as exc:  # a plot must not cost the run its report
                 out["fastpay"]["plots_error"] = f"{type(exc).__name__}: {exc}"
         report.print_table(metrics)
         return out
+
+    def topology(self) -> dict[str, dict[str, Any]]:
+        """Station → ``{role, position (now), range}``, as the plots take it."""
+        return {n: {"role": s.spec.role, "position": list(s.position),
+                    "range": s.spec.range} for n, s in self.net.stations.items()}
+
+    def weights(self) -> dict[str, int]:
+        """Authority → its voting weight (the station's ``weight``, 1 by default)."""
+        return {a: int(self.net.station(a).spec.extra.get("weight", 1))
+                for a in self.authorities}
+
+    def draw(self, stem: Path, *, metrics: dict[str, Any] | None = None,
+             events: dict[str, list[dict[str, Any]]] | None = None,
+             topology: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        """Write the run's pictures (:func:`emulation.plots.write`) at ``stem`` from what
+        is known now -- by default the daemons' events so far, the metrics on them, the
+        positions now -- and return their paths."""
+        from emulation import plots, report
+
+        events = self.all_events() if events is None else events
+        with self._lock:
+            tracks = {name: list(track) for name, track in self.tracks.items()}
+            changes, records = list(self.changes), list(self.records)
+        if metrics is None:
+            metrics = report.compute(events, clients=self.clients,
+                                     authorities=self.authorities, weights=self.weights(),
+                                     quorum=self.quorum or None, records=records,
+                                     changes=changes, t0=self.t0)
+        # While the network runs, what is still open (in range, in a group) lasts until now.
+        end = time.monotonic() if getattr(self.net, "running", False) else None
+        return plots.write(stem, metrics, self.topology() if topology is None else topology,
+                           tracks, events, t0=self.t0, end=end, changes=changes)
 
     def authority_snapshots(self) -> dict[str, dict[str, Any]]:
         """Every answering authority's accounts and certificates (``balance`` and
@@ -979,8 +1011,7 @@ class FastPayLayer:
         scheduled = [{"at": p.at, "payer": p.payer, "payee": p.payee, "amount": p.amount}
                      for p in getattr(self.scenario, "payments", [])]
         events = self.all_events()
-        weights = {a: int(self.net.station(a).spec.extra.get("weight", 1))
-                   for a in self.authorities}
+        weights = self.weights()
         with self._lock:
             records, changes = list(self.records), list(self.changes)
         rows = report.transfers(events, self.clients, weights, self.quorum, records)
@@ -1363,6 +1394,32 @@ def expect_balance(cli: EmulationCLI, line: str) -> bool:
         return False
     cli.say(f"ok: {account} has {amount} at {', '.join(row)}")
     return True
+
+
+@register_command("plot")
+def plot(cli: EmulationCLI, line: str) -> None:
+    """plot [PREFIX]: draw the report's pictures now, from what is known so far (the
+    daemons' events, the tracks, the range samples): PREFIX-topology.png,
+    PREFIX-latency.png and PREFIX-timeline.png. Default PREFIX: next to the run's
+    --report, named after the seconds since the run's start (REPORT-at42s); without
+    --report, under the layer's work directory (in the VM that one is gone after the
+    run: give --report or a PREFIX in a directory you keep)."""
+    parts = _args(line, "plot [PREFIX]", 0, 1)
+    layer = _layer(cli)
+    at = f"at{max(0.0, time.monotonic() - layer.t0):.0f}s" if layer.t0 else "at0s"
+    if parts:
+        stem = Path(parts[0]).expanduser()
+    elif layer.report_path:
+        report_path = Path(layer.report_path)
+        stem = report_path.with_name(f"{report_path.stem}-{at}")
+    else:
+        stem = layer.work / "plots" / at
+    try:
+        paths = layer.draw(stem)
+    except Exception as exc:  # a picture that fails must not end the session
+        raise CommandFailed(f"plot: {type(exc).__name__}: {exc}") from exc
+    for p in paths:
+        cli.say(p)
 
 
 @register_command("daemon")

@@ -1,4 +1,5 @@
-"""Metrics, plots and the end-of-run table of a FastPay emulation run.
+"""Metrics and the end-of-run table of a FastPay emulation run (its pictures:
+:mod:`emulation.plots`).
 
 Everything here is computed from recorded data — the daemons' ``events.jsonl`` lines
 (monotonic ``t``; one clock for every namespace of the machine), the FastPay layer's own
@@ -43,8 +44,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -463,64 +462,6 @@ def print_table(metrics: dict[str, Any]) -> None:
     from rich.console import Console
 
     Console(width=100).print(table(metrics))
-
-
-def plot(report_path: Path, metrics: dict[str, Any], topology: dict[str, Any],
-         tracks: dict[str, list[tuple[float, float, float]]]) -> list[str]:
-    """Write ``<report>-topology.png`` and ``<report>-latency.png``; return their paths."""
-    # In the VM root's home is read-only (9p): give matplotlib a cache dir it can write.
-    os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "fastpay-mpl"))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
-
-    stem = report_path.with_suffix("")
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 6))
-    colours = {"authority": "tab:red", "client": "tab:blue", "plain": "tab:gray"}
-    for name, st in topology.items():
-        x, y = st["position"]
-        c = colours.get(st["role"], "k")
-        if st["role"] == "authority":
-            ax.add_patch(Circle((x, y), st["range"], color=c, alpha=0.08))
-            ax.add_patch(Circle((x, y), st["range"], color=c, fill=False, lw=0.8))
-        track = tracks.get(name, [])
-        if len({(px, py) for _, px, py in track}) > 1:
-            ax.plot([p[1] for p in track], [p[2] for p in track], "-", color=c, lw=1,
-                    alpha=0.7)
-            ax.plot(track[0][1], track[0][2], "o", color=c, mfc="white")
-        ax.plot(x, y, "^" if st["role"] == "authority" else "o", color=c)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_aspect("equal")
-    ax.autoscale_view()
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    ax.set_title("Topology: authority ranges (red), client tracks (blue)")
-    path = f"{stem}-topology.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    written.append(path)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    series = dict(metrics["payment_latency_s"])
-    series["group join"] = metrics["connection_time_s"]
-    for label, s in series.items():
-        vals = sorted(s["values"])
-        if vals:
-            ys = [(i + 1) / len(vals) for i in range(len(vals))]
-            ax.step(vals, ys, where="post", label=f"{label} (n={len(vals)})")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("CDF")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.set_title("Latency distributions")
-    path = f"{stem}-latency.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    written.append(path)
-    return written
 
 
 def load_events(state_root: Path) -> Events:

@@ -213,6 +213,8 @@ def _run_here(args: argparse.Namespace, scen: scenario.Scenario) -> int:
             layer = fastpay.attach(net, scen, log=lambda m: print(m, flush=True),
                                    keygen=keygen, forkserver=forkserver)
             run_marks["fastpayd_s"] = time.monotonic() - t0 - run_marks["stations_s"]
+            if layer is not None:
+                layer.report_path = args.report  # the CLI's 'plot' draws next to it
         except Exception as exc:
             print(f"emulation: cannot start fastpayd: {exc}", file=sys.stderr)
             report["error"] = f"fastpayd: {exc}"

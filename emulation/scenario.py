@@ -166,6 +166,7 @@ TIMELINE_COMMANDS: dict[str, str] = {
     "expect_balance": "CLIENT AMOUNT",
     "daemon": "stop|start|kill NODE",
     "bare_join": "STATION STATION",
+    "plot": "[PATH]",
     "net": "", "dump": "",
     "distance": "STATION STATION",
     "pingall": "[AMOUNT]",

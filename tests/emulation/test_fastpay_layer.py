@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import threading
 import tomllib
@@ -142,3 +143,44 @@ def test_commands_without_fastpay_network_fail_cleanly() -> None:
     cli = EmulationCLI(SimpleNamespace(stations={}, failed=threading.Event()), stdout=out)
     cli.onecmd("balances")
     assert cli.last_ok is False and "no FastPay network" in out.getvalue()
+
+
+def test_plot_draws_the_pictures_mid_run_from_the_events_so_far(tmp_path: Path) -> None:
+    out = __import__("io").StringIO()
+    specs = {"auth0": SimpleNamespace(role="authority", range=60.0, extra={}),
+             "client0": SimpleNamespace(role="client", range=60.0, extra={})}
+    stations = {n: SimpleNamespace(spec=s, position=(0.0, 0.0) if n == "auth0"
+                                   else (30.0, 0.0)) for n, s in specs.items()}
+    net = SimpleNamespace(stations=stations, station=stations.__getitem__,
+                          failed=threading.Event(), running=False)
+    layer = fastpay.FastPayLayer(net, SimpleNamespace(payments=[]), work=tmp_path / "fp",
+                                 t0=100.0, tracks={"client0": [(100.0, 10.0, 0.0),
+                                                               (110.0, 30.0, 0.0)]},
+                                 report_path=str(tmp_path / "runs" / "run.json"))
+    for name, role in (("auth0", "authority"), ("client0", "client")):
+        state = tmp_path / "state" / name
+        state.mkdir(parents=True)
+        layer.daemons[name] = fastpay.Daemon(name, role, None, tmp_path / f"{name}.toml",
+                                             tmp_path / f"{name}.sock", state,
+                                             tmp_path / f"{name}.out")
+    so_far = [{"t": 101.0, "event": "authority_in_range", "authority": "auth0"},
+              {"t": 102.0, "event": "transfer_started", "recipient": "x", "amount": 1,
+               "sequence_number": 0},
+              {"t": 105.0, "event": "vote_received", "authority": "auth0",
+               "sequence_number": 0}]
+    (tmp_path / "state" / "client0" / "events.jsonl").write_text(
+        "".join(json.dumps(e) + "\n" for e in so_far))
+    net.fastpay = layer
+    cli = EmulationCLI(net, stdout=out)
+    cli.onecmd(f"plot {tmp_path / 'mid' / 'now'}")
+    assert cli.last_ok, out.getvalue()
+    assert out.getvalue().split() == [str(tmp_path / "mid" / f"now-{kind}.png")
+                                      for kind in ("topology", "latency", "timeline")]
+    assert all(Path(p).stat().st_size > 0 for p in out.getvalue().split())
+    out.truncate(0), out.seek(0)
+    cli.onecmd("plot")  # next to the report, named after the time since the start
+    assert cli.last_ok, out.getvalue()
+    (first, *_) = out.getvalue().split()
+    assert Path(first).parent == tmp_path / "runs"
+    assert re.fullmatch(r"run-at\d+s-topology\.png", Path(first).name)
+    assert EmulationCLI.do_plot.__doc__.startswith("plot")

@@ -126,14 +126,8 @@ def test_percentile_interpolates() -> None:
     assert report.percentile(range(1, 101), 95) == pytest.approx(95.05)
 
 
-def test_plots_and_table_are_written(tmp_path: Path) -> None:
+def test_table_prints_with_missing_figures() -> None:
     m = report.compute(mobile_run(), clients=["c0"], authorities=AUTHS)
-    topology = {"a0": {"role": "authority", "position": [0, 0], "range": 65},
-                "c0": {"role": "client", "position": [50, 0], "range": 65}}
-    tracks = {"c0": [(0.0, 50.0, 0.0), (1.0, 60.0, 10.0)]}
-    paths = report.plot(tmp_path / "run.json", m, topology, tracks)
-    assert [Path(p).name for p in paths] == ["run-topology.png", "run-latency.png"]
-    assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     report.print_table(m)  # must not raise on None entries
 
 

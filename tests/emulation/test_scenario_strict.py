@@ -72,6 +72,7 @@ def _timeline(do: str) -> str:
     (_timeline("show_peers plain1"), ["'plain1' is a plain station"]),
     (_timeline("receive client1 1010 400 9"), ["unexpected '9'"]),
     (_timeline("client0"), ["needs a shell command"]),
+    (_timeline("plot /tmp/a /tmp/b"), ["unexpected '/tmp/b'"]),
     (BASE + "[[timeline]]\nat = -1\ndo = 'nodes'\n", ["must not be negative"]),
 ])
 def test_mistakes_rejected_at_load(tmp_path: Path, text: str, needles: list[str]) -> None:
@@ -90,7 +91,7 @@ def test_mistakes_rejected_at_load(tmp_path: Path, text: str, needles: list[str]
     "wait_payment client0 400", "receive client1", "receive client1 1010 400",
     "show_peers auth0", "connection_status client0", "balances",
     "expect_balance client1 1010", "daemon kill auth0", "bare_join plain1 plain1",
-    "client0 ip -br addr", "py 1 + 1", "help move",
+    "client0 ip -br addr", "py 1 + 1", "help move", "plot", "plot /tmp/run/mid",
 ])
 def test_valid_lines_accepted(tmp_path: Path, do: str) -> None:
     assert scenario.load(_write(tmp_path, _timeline(do))).timeline[0].do == do
