@@ -845,7 +845,7 @@ class FastPayLayer:
 
     def weights(self) -> dict[str, int]:
         """Authority → its voting weight (the station's ``weight``, 1 by default)."""
-        return {a: int(self.net.station(a).spec.extra.get("weight", 1))
+        return {a: int(self.scenario.station(a).extra.get("weight", 1))
                 for a in self.authorities}
 
     def draw(self, stem: Path, *, metrics: dict[str, Any] | None = None,
@@ -1022,32 +1022,67 @@ class FastPayLayer:
                       every: float = 30.0) -> dict[str, Any]:
         """Wait until every scheduled payment is complete (certified, every authority
         confirmed); ``say`` gets a progress line every ``every`` s.  Returns the
-        summary; raises CommandFailed on timeout or if the emulation stopped."""
+        summary; raises CommandFailed on timeout, if a payment can no longer complete
+        or if the emulation stopped.
+
+        Each payer's daemon is long-polled in turn (``wait for transfer completed``: it
+        answers when its latest transfer is; one already complete answers at once), so
+        nothing here reads the event logs until the end; the progress line asks each
+        payer's ``progress`` (one small answer per payer)."""
         scheduled = getattr(self.scenario, "payments", [])
         if not scheduled:
             raise CommandFailed("wait_payments: the scenario schedules no [payments]")
         t0 = time.monotonic()
         deadline, shown = t0 + timeout, t0
-        while True:
+        pending = list(dict.fromkeys(p.payer for p in scheduled))
+        stuck: dict[str, str] = {}  # payer -> why its payment cannot complete
+        while pending:
             if self.net.failed.is_set():
                 raise CommandFailed(f"the emulation has stopped: {self.net.error}")
-            summary = self.payments_progress()
-            if summary["completed"] == summary["scheduled"]:
-                return summary
             now = time.monotonic()
-            late = ", ".join(f"{x['payer']}->{x['payee']} ({x['state']})"
-                             for x in summary["not_completed"][:6])
-            more = len(summary["not_completed"]) - 6
-            line = (f"wait_payments: {now - t0:.0f} s: started {summary['started']}, "
-                    f"certified {summary['certified']}, complete {summary['completed']} "
-                    f"of {summary['scheduled']}; waiting on {late}"
-                    + (f" and {more} more" if more > 0 else ""))
             if now >= deadline:
-                raise CommandFailed(f"{line} -- gave up after {timeout:g} s")
-            if now - shown >= every:
+                break
+            payer = pending[0]
+            try:
+                self.long_poll(payer, {"for": "transfer", "state": "completed"},
+                               max(1.0, min(deadline - now, shown + every - now)))
+                pending.pop(0)
+            except ControlError as exc:
+                if exc.code in ("NoTransfer", "TransferFailed"):
+                    stuck[payer] = str(exc)
+                    pending.pop(0)
+                elif exc.code != "Timeout":
+                    raise
+            now = time.monotonic()
+            if pending and now - shown >= every:
                 shown = now
-                say(line)
-            time.sleep(min(5.0, max(0.1, deadline - now)))  # each look reads every log
+                say(self._payers_line(pending, len(scheduled), now - t0))
+        summary = self.payments_progress()
+        if summary["completed"] == summary["scheduled"]:
+            return summary
+        late = ", ".join(f"{x['payer']}->{x['payee']} ({x['state']})"
+                         for x in summary["not_completed"][:6])
+        more = len(summary["not_completed"]) - 6
+        why = "; ".join(stuck.values())
+        raise CommandFailed(
+            f"wait_payments: {time.monotonic() - t0:.0f} s: complete {summary['completed']} "
+            f"of {summary['scheduled']}; not complete: {late}"
+            + (f" and {more} more" if more > 0 else "")
+            + (f" -- {why}" if why else f" -- gave up after {timeout:g} s"))
+
+    def _payers_line(self, pending: list[str], scheduled: int, elapsed: float) -> str:
+        """``wait_payments``' progress line: how the payers not yet complete stand."""
+        states: dict[str, list[str]] = {}
+        for payer in pending:
+            try:
+                state = str((self.progress(payer).get("transfer") or {}).get("state"))
+            except ControlError:
+                state = "unreachable"
+            states.setdefault(state, []).append(payer)
+        parts = [f"{state} {len(who)} ({', '.join(who[:4])}{', ...' if len(who) > 4 else ''})"
+                 for state, who in sorted(states.items())]
+        return (f"wait_payments: {elapsed:.0f} s: {scheduled - len(pending)} of {scheduled} "
+                f"payers done; waiting: {'; '.join(parts)}")
 
     def receive(self, recipient: str, expect: int | None, timeout: float,
                 say: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -113,3 +113,35 @@ def test_describe_wait_step_names_the_authority_and_state() -> None:
     assert fastpay.describe_wait_step("client0", step, 4.0) == (
         "  ...   4.0 s  client0: vote received (from auth2, weight 1); "
         "state collecting_votes; balance 97")
+
+
+def test_wait_payments_long_polls_each_payer_and_sums_up(tmp_path: Path) -> None:
+    root = tmp_path / "net"
+    up = _fastpayd("testnet", "up", str(root), "--authorities", "4", "--clients", "2",
+                   "--timeout", "200")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        layer = _layer(root)
+        for name in ("auth0", "auth1", "auth2", "auth3"):
+            node = tomllib.loads((root / f"{name}.toml").read_text())["node"]
+            layer.daemons[name] = fastpay.Daemon(
+                name, "authority", None, root / f"{name}.toml", root / node["control_socket"],
+                root / node["state_dir"], root / "log" / f"{name}.out")
+        layer.quorum, layer.total_weight = 3, 4
+        layer.scenario.payments = [scenario.Payment(at=1.0, payer="client0", payee="client1",
+                                                    amount=3),
+                                   scenario.Payment(at=2.0, payer="client1", payee="client0",
+                                                    amount=2)]
+        with pytest.raises(CommandFailed, match="not complete: client0->client1 "
+                                                r"\(not started\)"):
+            layer.wait_payments(5, lambda line: None)  # nobody paid: NoTransfer at once
+        for payer, payee, amount in (("client0", "client1", 3), ("client1", "client0", 2)):
+            layer.daemon(payer).ctl({"cmd": "transfer", "recipient": payee,
+                                     "amount": amount}, 120)
+        lines: list[str] = []
+        summary = layer.wait_payments(120, lines.append, every=0.5)
+        assert summary["scheduled"] == summary["completed"] == 2
+        assert summary["completion_rate"] == 1.0
+        assert all(line.startswith("wait_payments: ") for line in lines), lines
+    finally:
+        _fastpayd("testnet", "down", str(root))
