@@ -153,7 +153,8 @@ def test_plot_draws_the_pictures_mid_run_from_the_events_so_far(tmp_path: Path) 
                                    else (30.0, 0.0)) for n, s in specs.items()}
     net = SimpleNamespace(stations=stations, station=stations.__getitem__,
                           failed=threading.Event(), running=False)
-    layer = fastpay.FastPayLayer(net, SimpleNamespace(payments=[]), work=tmp_path / "fp",
+    layer = fastpay.FastPayLayer(net, SimpleNamespace(payments=[], station=specs.__getitem__),
+                                 work=tmp_path / "fp",
                                  t0=100.0, tracks={"client0": [(100.0, 10.0, 0.0),
                                                                (110.0, 30.0, 0.0)]},
                                  report_path=str(tmp_path / "runs" / "run.json"))
