@@ -281,6 +281,8 @@ class MininetNetwork:
         self._t0 = time.monotonic()
         self._held = False
         self._started = False
+        self._step: str | None = None  # what start() does now (its progress lines)
+        self._started_event = threading.Event()
         self._adopted = False  # a script's own Mininet_wifi: its mobility, its stop()
 
     @classmethod
@@ -338,6 +340,10 @@ class MininetNetwork:
                                  "(python -m emulation.run does that by itself)")
         t0 = time.monotonic()
         self._started = True
+        ticker = threading.Thread(target=self._tick, args=(t0,), name="mininet-progress",
+                                  daemon=True)
+        self._step = "importing mn_wifi (36-114 s under TCG)"
+        ticker.start()
         try:
             prepare_environment()
             self.timings["import_s"] = round(import_mn_wifi(), 3)
@@ -345,7 +351,8 @@ class MininetNetwork:
             self.timings["mininet_ready_s"] = round(time.monotonic() - t0, 3)
             # One after the other here: the parallel start (hwsim backend) has not been run
             # on Mininet-WiFi nodes yet, whose shells are driven by mn_wifi.
-            for station in self.stations.values():
+            for i, station in enumerate(self.stations.values()):
+                self._step = f"station {i + 1}/{len(self.stations)}: {station.name}"
                 station.start(timeout)
             self._push_positions(0.0, force=True)  # wmediumd: see the module docstring
             self.timings["stations_ready_s"] = round(time.monotonic() - t0, 3)
@@ -358,6 +365,21 @@ class MininetNetwork:
             if isinstance(exc, EmulationError):
                 raise
             raise EmulationError(f"cannot start the Mininet-WiFi emulation: {exc}") from exc
+        finally:
+            self._step = None
+            self._started_event.set()
+            ticker.join(5)
+
+    def _tick(self, t0: float) -> None:
+        """A progress line every 10 s while :meth:`start` runs: which step it is on."""
+        while not self._started_event.wait(10.0):
+            step = self._step
+            if step is not None and self.progress is not None:
+                station = next((st for st in self.stations.values()
+                                if step.endswith(f": {st.name}")), None)
+                inner = getattr(station, "step", None) if station is not None else None
+                self.progress(f"  ... {time.monotonic() - t0:.0f} s, Mininet-WiFi: {step}"
+                              + (f" ({inner})" if inner else ""))
 
     def startup_breakdown(self) -> dict[str, dict[str, float]]:
         """Each station's start-up phases in seconds (our daemons in its node)."""
@@ -389,9 +411,11 @@ class MininetNetwork:
             self.models[spec.name] = mobility.make_model(
                 spec.mobility, spec.position, self.area, seed=self._seed_for(spec.name))
         self.mn.setPropagationModel(model="logDistance", exp=self.pathloss.exponent)
+        self._step = f"configureNodes() for {len(self.specs)} stations (~6 s each under TCG)"
         self.mn.configureNodes()
         self.timings["configure_s"] = round(time.monotonic() - t, 3)
         t = time.monotonic()
+        self._step = "build() and wmediumd"
         self.mn.build()
         self.timings["build_s"] = round(time.monotonic() - t, 3)
         self.wmediumd_pid = _wmediumd_pid()
