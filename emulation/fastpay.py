@@ -311,6 +311,7 @@ class ForkedProcess:
         self.returncode: int | None = None
         self._conn = conn
         self._buf = b""
+        self._lock = threading.Lock()  # the sampler thread polls too
 
     def _parse(self) -> None:
         *lines, self._buf = self._buf.split(b"\n")
@@ -326,7 +327,8 @@ class ForkedProcess:
         return not Path(f"/proc/{self.pid}").exists()
 
     def _read(self, timeout: float | None) -> None:
-        self._parse()
+        with self._lock:
+            self._parse()
         if self.returncode is not None:
             return
         if self._conn.fileno() < 0:
@@ -342,16 +344,23 @@ class ForkedProcess:
             finally:
                 os.close(fd)
             return
-        if not select.select([self._conn], [], [], timeout)[0]:
-            return
-        data = self._conn.recv(4096)
-        if not data:  # the server went away; /proc says whether the daemon did too
-            self._conn.close()
-            if self._gone():
-                self.returncode = -1
-            return
-        self._buf += data
-        self._parse()
+        with contextlib.suppress(ValueError, OSError):  # closed by the other thread
+            if not select.select([self._conn], [], [], timeout)[0]:
+                return
+        with self._lock:
+            if self.returncode is not None or self._conn.fileno() < 0:
+                return
+            try:
+                data = self._conn.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:  # the other thread read it first
+                return
+            if not data:  # the server went away; /proc says whether the daemon did too
+                self._conn.close()
+                if self._gone():
+                    self.returncode = -1
+                return
+            self._buf += data
+            self._parse()
 
     def poll(self) -> int | None:
         self._read(0)
