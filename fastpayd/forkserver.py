@@ -20,8 +20,8 @@ given, takes ``env`` as its whole environment and ``cwd`` as its directory, and 
 and keeps the connection: when the child ends it writes ``{"exit": CODE}`` (negative: the
 signal that killed it, as :class:`subprocess.Popen` says it) and closes. So the caller
 learns of the exit as a parent would, by an event on its socket; a caller that closes
-early changes nothing for the child. The server ends on SIGTERM or when SOCKET's
-directory goes away; its children live on.
+early changes nothing for the child. The server ends on SIGTERM, when the process that
+started it ends, or when SOCKET's directory goes away; its children live on.
 
 Not for production: a node runs as its own process (systemd/); this only saves the
 emulation the same imports paid again per station.
@@ -51,6 +51,7 @@ PRELOAD = (
     "fastpayd.config", "fastpayd.store", "fastpayd.database", "asyncio", "sqlite3",
 )
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 MAX_REQUEST = 1 << 20
 
 
@@ -140,6 +141,9 @@ def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
 
 
 def serve(path: str) -> int:
+    # End with the process that started us (PR_SET_PDEATHSIG), however it ended.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     t0 = time.monotonic()
     for name in PRELOAD:
         importlib.import_module(name)
