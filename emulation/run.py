@@ -97,11 +97,18 @@ def main(argv: list[str] | None = None) -> int:
             print("emulation: this kernel has no mac80211_hwsim and --no-vm was given",
                   file=sys.stderr)
             return 3
-        return _rerun_in_vm(args, argv)
+        return _rerun_in_vm(args, argv, len(scen.stations))
     return _run_here(args, scen)
 
 
-def _rerun_in_vm(args: argparse.Namespace, argv: list[str] | None) -> int:
+def vm_memory(stations: int) -> str:
+    """The guest's memory for a run of ``stations``: each station's dbus-daemon,
+    wpa_supplicant and fastpayd take ~50 MiB beside the run's own ~1 GiB; never less
+    than 2 GiB (a 30-station run in 2 GiB slowed to a crawl)."""
+    return f"{max(2048, 1024 + 64 * stations)}M"
+
+
+def _rerun_in_vm(args: argparse.Namespace, argv: list[str] | None, stations: int) -> int:
     forwarded = list(sys.argv[1:] if argv is None else argv)
     rwdirs = []
     if args.report:
@@ -132,7 +139,8 @@ def _rerun_in_vm(args: argparse.Namespace, argv: list[str] | None) -> int:
         code = vm.run_in_vm([sys.executable, "-m", "emulation.run", *forwarded],
                             rwdirs=rwdirs, cwd=str(ROOT), env={"PYTHONPATH": str(ROOT)},
                             timeout=args.vm_timeout, interactive=interactive,
-                            title="Booting the VM", on_line=on_line)
+                            title="Booting the VM", on_line=on_line,
+                            memory=vm_memory(stations))
     except vm.VMError as exc:
         print(f"emulation: cannot start the VM: {exc}", file=sys.stderr)
         return 3

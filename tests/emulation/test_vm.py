@@ -59,3 +59,10 @@ def test_run_in_vm_timeout_kills_qemu(tmp_path: Path) -> None:
     assert code == vm.TIMEOUT_EXIT
     assert any("timeout" in line for line in lines)
     assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_the_guest_grows_with_the_stations() -> None:
+    from emulation.run import vm_memory
+
+    assert vm_memory(8) == "2048M"  # the default scenario: never below 2 GiB
+    assert vm_memory(30) == "2944M"  # the 26-client crowd
