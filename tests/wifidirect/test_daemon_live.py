@@ -34,6 +34,7 @@ from fastpayd.keys import read_key
 from fastpayd.node import build_committee
 from fastpayd.testnet import generate_testnet
 from fastpayd.wifidirect import WifiDirectClient
+from fastpayd.wifidirect.errors import FormationFailed
 from protocol import (
     CertifiedTransferOrder,
     ConfirmationOrder,
@@ -389,9 +390,17 @@ async def _hand_over(committee_id: str, station: Any, payee: str, cert: Any) -> 
             if found is not None:
                 break
         assert found is not None, f"{payee} not discovered"
-        async with session(client, found, timeout=120.0) as (reader, writer):
-            await write_frame(writer, encode(ConfirmationOrder(certificate=cert)))
-            return decode(await asyncio.wait_for(read_frame(reader), 60))
+        # A payee still busy (its previous group, a discovery round) declines or misses
+        # one negotiation; the daemon's payer retries, and so does this one.
+        deadline = time.monotonic() + 180.0
+        while True:
+            try:
+                async with session(client, found, timeout=120.0) as (reader, writer):
+                    await write_frame(writer, encode(ConfirmationOrder(certificate=cert)))
+                    return decode(await asyncio.wait_for(read_frame(reader), 60))
+            except FormationFailed:
+                if time.monotonic() > deadline:
+                    raise
 
 
 async def test_e_direct_handoff_with_no_authority_in_range(
@@ -424,7 +433,11 @@ async def test_e_direct_handoff_with_no_authority_in_range(
     record_property("credited_after_start_s", round(got["t"] - hosted["t"], 3))
 
     # A certificate with too few votes, handed over the same way: refused, nothing credited.
+    # First the payee's group with the payer must be over (the killed payer's station
+    # leaves it, or the payee ends it after handoff_hold): a payee hosting declines.
     payer.kill()
+    await payee.wait_event(lambda e: e["event"] == "handoff_ended", 120,
+                           "the end of the payee's first hand-off group")
     cf = load_committee_file(WORK / "committee.toml")
     key = read_key(WORK / "client0.key")
     client1 = cf.client_by_name("client1")
