@@ -421,8 +421,8 @@ class Forkserver:
         if not line.startswith("ready "):
             rest = "" if self.proc.poll() is None else self.proc.stdout.read()
             self.stop()
-            raise RuntimeError(f"fastpayd.forkserver did not start: {(line + rest).strip()}"
-                               or "fastpayd.forkserver: no answer")
+            said = (line + rest).strip() or f"no answer in {timeout:g} s"
+            raise RuntimeError(f"fastpayd.forkserver did not start: {said}")
         self.preload_s = float(line.split()[1])
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, netns: str | None,
