@@ -71,6 +71,7 @@ class SessionPump:
         self.watchers: list[Progress] = []
         self.syncs_done: dict[int, tuple[str, ...]] = {}
         self._peers_changed = False
+        self._flushing = False  # events taken from the session, not yet told
         self.link.on_change(self._on_link_change)
 
     def _on_link_change(self) -> None:
@@ -105,6 +106,15 @@ class SessionPump:
         """Return after the next batch of session events."""
         await self._changed.wait()
 
+    @property
+    def told(self) -> bool:
+        """True when the event log has told, and the disk holds, all the session knows.
+
+        Until then the session's state (a ticket, the record) runs ahead of the log: an
+        answer read from it would say "complete" before ``transfer_completed`` is logged.
+        When this is False a flush is due, and :meth:`changed` fires after it."""
+        return self.session.told and not self._flushing
+
     async def _run(self) -> None:
         try:
             while True:
@@ -136,11 +146,15 @@ class SessionPump:
             events.append(event)
         if not actions and not events:
             return
-        await self.node.db.durable()  # what the session staged is on disk before it acts
-        for event in events:
-            self.node.on_session_event(event)
-        for action in actions:
-            self._execute(action)
+        self._flushing = True
+        try:
+            await self.node.db.durable()  # what the session staged is on disk before it acts
+            for event in events:
+                self.node.on_session_event(event)
+            for action in actions:
+                self._execute(action)
+        finally:
+            self._flushing = False
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -434,8 +448,11 @@ class ClientNode(Node):
             async with asyncio.timeout(float(timeout)):
                 while True:
                     state = self.session.ticket(ticket)
-                    if state.settled or (not wait and (state.sequence_number is not None
-                                                       or state.rejected is not None)):
+                    # Not before the log has told (and the disk holds) all the session
+                    # knows: the answer would run ahead of the event log.
+                    if pump.told and (state.settled or (not wait and (
+                            state.sequence_number is not None
+                            or state.rejected is not None))):
                         break
                     await pump.changed()
         except TimeoutError:

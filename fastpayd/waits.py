@@ -223,6 +223,22 @@ class _TransferWatch:
         return f"transfer {which} to be {self.target} (now {self.state})"
 
 
+def _told(node: Any) -> bool:
+    """True when the node's session state may be answered from: its pump has logged (and
+    made durable) everything the session knows.  An answer read from the session before
+    that would run ahead of the event log -- "completed" before ``transfer_completed``."""
+    pump = getattr(node, "pump", None)
+    return pump is None or bool(pump.told)
+
+
+async def _flushed(pump: Any, timeout: float) -> None:
+    """Return after the pump's next flush, or after ``timeout`` seconds."""
+    try:
+        await asyncio.wait_for(pump.changed(), timeout)
+    except TimeoutError:
+        pass
+
+
 async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Run one ``wait`` request for ``node`` (see module docstring); return the answer."""
     what = request.get("for")
@@ -244,7 +260,7 @@ async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[s
         cursor = node.events.last_seq
     progress({"step": "waiting", "state": watch.state, "balance": node.state.balance,
               "event": None})
-    answer = watch.outcome()
+    answer = watch.outcome() if _told(node) else None
     while answer is None:
         # Event by event, so that last_seq is where the condition came true: the next
         # wait's `since`, which then misses nothing.
@@ -254,18 +270,22 @@ async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[s
                 progress({"step": str(event["event"]), "state": watch.state,
                           "balance": node.state.balance,
                           "event": {k: v for k, v in event.items() if k not in _INTERNAL}})
-                answer = watch.outcome()
+                answer = watch.outcome() if _told(node) else None
                 if answer is not None:
                     break
         else:
-            answer = watch.outcome()
+            answer = watch.outcome() if _told(node) else None
         if answer is not None:
             break
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise ControlError("Timeout", f"waited {float(timeout):g} s for "
                                f"{watch.waiting_for()}")
-        if await unless_hung_up(node.events.wait_after(cursor, remaining)):
+        # While the session knows more than the log has told, the next look comes after
+        # the pump's flush (which may log nothing); otherwise after the next event.
+        sleep = (node.events.wait_after(cursor, remaining) if _told(node)
+                 else _flushed(node.pump, remaining))
+        if await unless_hung_up(sleep):
             raise ControlError("Gone", "the caller closed the connection")
     await node.db.durable()
     return {"for": what, "last_seq": cursor, **answer}

@@ -741,6 +741,15 @@ class PaymentSession:
         """Return the next event, None when there is none."""
         return self._events.popleft() if self._events else None
 
+    @property
+    def told(self) -> bool:
+        """True when every event and action so far has been taken out.
+
+        What :meth:`ticket` and the record say runs ahead of the events until then: a
+        caller answering from them should wait for the driver to take the rest out (and
+        log and persist it) first, so that no answer says more than the log has told."""
+        return not self._events and not self._actions
+
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` should next be called (None: no timer needed)."""
         times = [a.retry_at for a in self._auth.values()

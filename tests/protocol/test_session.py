@@ -203,3 +203,22 @@ def test_restarted_session_does_not_announce_what_was_already_done():
     for _ in range(5):  # the start-up sync round trips
         d2.step()
     assert not d2.of(Final) and not d2.of(FullyPropagated)
+
+
+def test_session_is_told_only_once_its_events_and_actions_are_taken_out():
+    # A driver answering from ticket() must not run ahead of what it has logged: once
+    # the last confirmation is answered the ticket says fully propagated while the
+    # FullyPropagated event is still queued.  ``told`` says so.
+    _, _, d = _setup()
+    assert not d.session.told  # the start-up sync is queued
+    d.run(until=lambda d: d.session.told)  # the driver takes it all out
+    assert d.session.told
+    t = d.session.start(BOB, 10, d.clock)
+    assert not d.session.told  # the order to sign and send, TransferQueued
+    d._drain = lambda: None  # type: ignore[method-assign]  # the driver logs nothing
+    d.run(until=lambda d: d.session.ticket(t).fully_propagated)
+    assert not d.session.told and not d.of(FullyPropagated)
+    SessionDriver._drain(d)
+    while d.session.actions():  # e.g. a Release of the last authority
+        SessionDriver._drain(d)
+    assert d.session.told and d.of(FullyPropagated)
