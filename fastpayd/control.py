@@ -55,6 +55,7 @@ MAX_REQUEST_LINE = 64 << 10  # a request line
 MAX_DEPTH = 16  # JSON nesting of a request
 MAX_CLIENTS = 64  # control connections served at once
 IDLE_TIMEOUT = 300.0  # s a connection may wait between requests (not during a command)
+LINGER = 2.0  # s a turned-away connection is read (and dropped) before it is closed
 
 # Fields shared by the commands, with the types they must have (None is "absent").
 # Checked here so that a command never sees e.g. a string where it slices by an int.
@@ -274,7 +275,7 @@ class ControlServer:
         if len(self._clients) >= MAX_CLIENTS:
             await _send(writer, _error("Busy", f"{MAX_CLIENTS} control connections are "
                                        "open; retry later"))
-            writer.close()
+            await _linger(reader, writer)
             return
         self._clients.add(task)
         try:
@@ -289,6 +290,7 @@ class ControlServer:
                 except (ValueError, asyncio.LimitOverrunError):
                     await _send(writer, _error("BadRequest", "request line longer than "
                                                f"{MAX_REQUEST_LINE} bytes"))
+                    await _linger(reader, writer)  # the rest of the line is still coming
                     return
                 except ConnectionError:
                     return
@@ -361,6 +363,23 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close a connection that was answered without being read, once its request is in.
+
+    Closed at once, the caller's request would meet EPIPE (or the close, its unread
+    request: ECONNRESET), and the caller's stream reader would raise that error in place
+    of the answer it already holds.  So: end our side, take in (and drop) what the caller
+    sends for up to ``LINGER`` seconds or ``MAX_REQUEST_LINE`` bytes, then close."""
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.write_eof()
+    with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+        async with asyncio.timeout(LINGER):
+            taken = 0
+            while taken < MAX_REQUEST_LINE and (chunk := await reader.read(4096)):
+                taken += len(chunk)
+    writer.close()
 
 
 async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> bool:

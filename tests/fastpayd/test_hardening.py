@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from fastpayd_helpers import Daemon, LocalNet, subprocess_env
 
+from fastpayd.control import control_request
 from fastpayd.errors import EXIT_IN_USE
 from fastpayd.keys import read_key
 from protocol import (
@@ -410,6 +411,37 @@ async def test_control_connection_cap(make_testnet) -> None:
             if answer["ok"]:
                 break
             await asyncio.sleep(0.05)  # until the daemon saw the close
+    for w in held:
+        w.close()
+
+
+async def test_busy_answer_survives_a_request_written_after_it(make_testnet) -> None:
+    """A client turned away as Busy reads the Busy answer whenever its request goes out:
+    the daemon used to close at once, so a request written after the answer met EPIPE
+    (or the close met unread data: ECONNRESET), and asyncio's reader then raised that
+    error instead of handing over the Busy line it had already buffered."""
+    net: LocalNet = make_testnet(authorities=4, clients=2)
+    daemon = await asyncio.to_thread(net.daemon("auth0").start)
+    held = []
+    for _ in range(64):
+        reader, writer = await asyncio.open_unix_connection(str(daemon.socket_path))
+        writer.write(b'{"cmd": "status"}\n')
+        async with asyncio.timeout(60):
+            assert json.loads(await reader.readline())["ok"]
+        held.append(writer)
+    # Worst case first: the answer is read, then the request is written.
+    reader, writer = await asyncio.open_unix_connection(str(daemon.socket_path))
+    async with asyncio.timeout(15):
+        busy = json.loads(await reader.readline())
+    assert busy["error"]["code"] == "Busy", busy
+    writer.write(b'{"cmd": "status"}\n')
+    await writer.drain()  # no EPIPE: the daemon still reads
+    async with asyncio.timeout(15):
+        assert await reader.readline() == b""  # and then closes
+    writer.close()
+    for _ in range(20):  # what the CLI uses: the answer, never a connection error
+        answer = await control_request(daemon.socket_path, {"cmd": "status"}, timeout=15)
+        assert answer["ok"] is False and answer["error"]["code"] == "Busy", answer
     for w in held:
         w.close()
 
