@@ -333,6 +333,12 @@ def _senders(n: int, tag: bytes) -> list[KeyPair]:
     return [KeyPair.from_seed(hashlib.sha256(tag + b"%d" % i).digest()) for i in range(n)]
 
 
+def _cpu_ratio(a: float, b: float) -> str:
+    """``a / b`` to two places, for a CPU time ``b`` that /proc counts in clock ticks
+    (10 ms): a tiny run may measure none at all, and then there is no ratio to print."""
+    return f"{a / b:.2f}" if b > 0 else "not measured (under one clock tick)"
+
+
 def _cpu_line(what: str, cpu: _Cpu, n: int, crypto: float) -> str:
     threads = ", ".join(f"{name} {t / n * 1e6:.0f}" for name, t in sorted(cpu.threads.items())
                         if t > 0)
@@ -457,14 +463,15 @@ async def _main(args: argparse.Namespace) -> int:
     for size in args.genesis_sizes:
         scale.append(await _scale(size, min(args.scale_orders, size), args, tmp))
     if len(scale) > 1:
+        cpu_ratio = "x" + _cpu_ratio(scale[-1]["cpu"], scale[0]["cpu"])
         print(f"genesis {args.genesis_sizes[-1]} vs {args.genesis_sizes[0]} accounts: orders/s "
               f"x{scale[-1]['rate'] / scale[0]['rate']:.2f}, CPU per order "
-              f"x{scale[-1]['cpu'] / scale[0]['cpu']:.2f}, start-up "
+              f"{cpu_ratio}, start-up "
               f"{scale[0]['startup']:.2f} -> {scale[-1]['startup']:.2f} s")
     print(f"orders ratio: {orders_s * crypto_order:.2f}")
     print(f"confirmations ratio: {conf_s * crypto_conf:.2f}")
-    print(f"orders cpu ratio: {cpu_crypto_order * n / cpu_orders.total:.2f}")
-    print(f"confirmations cpu ratio: {cpu_crypto_conf * n / cpu_conf.total:.2f}")
+    print(f"orders cpu ratio: {_cpu_ratio(cpu_crypto_order * n, cpu_orders.total)}")
+    print(f"confirmations cpu ratio: {_cpu_ratio(cpu_crypto_conf * n, cpu_conf.total)}")
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -27,7 +27,9 @@ def test_bench_tiny_sizes_print_scaling_lines_and_closing_ratios() -> None:
             r" RSS +\d+ MiB at start / +\d+ MiB .* orders +\d+ /s, CPU \d+ us per order", line)
             for line in lines), out.stdout
     assert any(line.startswith("genesis 60 vs 30 accounts: orders/s x") for line in lines)
-    closing = [re.fullmatch(r"([a-z ]+): (\d+\.\d\d)", line) for line in lines[-4:]]
+    # A CPU ratio at this size may be below /proc's clock tick: then it says so.
+    closing = [re.fullmatch(r"([a-z ]+): (\d+\.\d\d|not measured \(under one clock tick\))",
+                            line) for line in lines[-4:]]
     assert [m.group(1) if m else None for m in closing] == [
         "orders ratio", "confirmations ratio", "orders cpu ratio", "confirmations cpu ratio"]
 
