@@ -37,6 +37,7 @@ LINK_OPTIONS = {
                              "discovery_pause", "join_timeout", "linger", "stale_rounds",
                              "fresh_for", "committee", "group_sharing", "choose_window",
                              "persistent_groups", "in_group_probe", "in_group_misses",
+                             "silent_hold",
                              "handoff_timeout", "handoff_hold"}),
 }
 COMMITTEE_KEYS = frozenset({"committee_id", "authorities", "clients", "genesis", "genesis_file",

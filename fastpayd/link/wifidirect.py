@@ -49,7 +49,10 @@ in a row leaves the table, 2; 0: only ``DeviceLost``), ``fresh_for`` (s since it
 answer during which an authority is worth a join, ``discovery_window`` +
 ``discovery_pause`` + 2), ``committee`` (advertised committee id, default the committee
 file's), ``handoff_timeout`` (s, a hand-off's GO negotiation, 20), ``handoff_hold`` (s the
-payee keeps a hand-off group at most, 20).
+payee keeps a hand-off group at most, 20), ``in_group_probe`` / ``in_group_misses``
+(presence probes inside a shared group, 1.0 s / 3), ``silent_hold`` (s a GO found silent
+in its own group is passed over, 300: wpa_supplicant keeps the group of a daemon that
+died, and its service records keep answering).
 
 Events (in events.jsonl and via ``events``): those of :data:`fastpayd.wifidirect.EVENTS`
 (``peer_found``, ``authority_discovered``, ``peer_ignored``, ``peer_lost``,
@@ -82,6 +85,7 @@ from fastpayd.link.stream import (
 from fastpayd.wifidirect import (
     AuthorityPeer,
     FastPayRecord,
+    NotListening,
     WifiDirectAuthority,
     WifiDirectClient,
     WifiDirectError,
@@ -167,6 +171,7 @@ class WifiDirectLink(Link):
         self.persistent_groups = bool(opts.get("persistent_groups", True))
         self.in_group_probe = float(opts.get("in_group_probe", 1.0))
         self.in_group_misses = int(opts.get("in_group_misses", 3))
+        self.silent_hold = float(opts.get("silent_hold", 300.0))
         # An authority is *fresh* while its last service answer is younger than about one
         # round: only fresh ones are worth a join (see in_range).
         self.fresh_for = float(opts.get("fresh_for",
@@ -189,6 +194,7 @@ class WifiDirectLink(Link):
         self._radio_idle = asyncio.Event()  # no join waits for the radio, no session is up
         self._radio_idle.set()
         self._last_error: dict[str, str] = {}
+        self._silent_gos: dict[str, float] = {}  # GO address → found silent in its group
         self._counts = {"discovery_rounds": 0, "joins": 0, "join_failures": 0,
                         "handoffs_hosted": 0}
         self._closing = False
@@ -278,6 +284,13 @@ class WifiDirectLink(Link):
         if not peer.record.is_go:
             return  # a member of another group still saying so: reached through its GO
         now = time.monotonic()
+        since = self._silent_gos.get(address)
+        if since is not None:
+            if now - since < self.silent_hold:
+                # Found silent in its own group (a dead daemon's group and records live on
+                # in wpa_supplicant): its record, and the members it lists, are not used.
+                return
+            del self._silent_gos[address]
         self._enter(name, peer, now, heard)
         # Group sharing: the authorities in this GO's group, reached over it.
         listed = set()
@@ -362,7 +375,8 @@ class WifiDirectLink(Link):
                                               sharing=self.group_sharing,
                                               choose_window=self.choose_window,
                                               known=self._is_ours,
-                                              persistent=self.persistent_groups)
+                                              persistent=self.persistent_groups,
+                                              silent_hold=self.silent_hold)
         await self._authority.start()
         if handler is None:
             return
@@ -570,6 +584,15 @@ class WifiDirectLink(Link):
                         return shared
                 if session is not None:
                     await self._end_session(session)
+                if entry is None or entry.role != "client":
+                    # The table may have changed while we waited for the radio (a dead
+                    # GO's group taken out, with the members it listed): join what it
+                    # says now, not what it said when we asked.
+                    ap = self.table.get(peer)
+                    if ap is None:
+                        err = f"{peer} is not in range"
+                        self._last_error[peer] = err
+                        raise LinkError(err)
                 ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 task = asyncio.create_task(self._hold(peer, ap, ready), name=f"session-{peer}")
                 self._session = _Session(peer, ap.address, task, ready)
@@ -692,6 +715,10 @@ class WifiDirectLink(Link):
                     self._table_remove_address(ap.address, "group ended")
         except (WifiDirectError, TimeoutError, OSError) as exc:
             self._counts["join_failures"] += 1
+            if isinstance(exc, NotListening) and ap.host is None and ap.record.role != "client":
+                # In its group, and nobody serves its port: a dead daemon's group, which
+                # wpa_supplicant keeps up (and its records answering).  Passed over.
+                self._silent_gos[ap.address] = time.monotonic()
             self.events.emit("join_failed", authority=name, address=ap.address,
                              reason=str(exc), elapsed=time.monotonic() - t0)
             # Not reachable now: out of the table until discovery sees it again.
@@ -728,6 +755,7 @@ class WifiDirectLink(Link):
                 if ap is None:
                     continue
                 if ap.host is None:  # the GO: its group is as good as gone
+                    self._silent_gos[ap.address] = time.monotonic()
                     self.events.emit("authority_out_of_range", authority=name,
                                      address=ap.address, reason="silent in its group")
                     member.set_gone()

@@ -16,6 +16,7 @@ Three modules, three jobs (the daemon's :class:`~fastpayd.link.Link` on top of t
 from fastpayd.wifidirect.errors import (
     FormationFailed,
     InterfaceNotFound,
+    NotListening,
     PeerGone,
     RecordError,
     WifiDirectError,
@@ -39,6 +40,7 @@ __all__ = [
     "FormationFailed",
     "InterfaceNotFound",
     "Membership",
+    "NotListening",
     "PeerGone",
     "RecordError",
     "WifiDirectAuthority",

@@ -50,3 +50,10 @@ class PeerGone(WifiDirectError):
     """The peer left radio range (or its group ended) while we were talking to it."""
 
     code = "PeerGone"
+
+
+class NotListening(PeerGone):
+    """In the peer's group, its port refused us for longer than a daemon takes to start:
+    nobody serves there (a daemon that died leaves its group up in wpa_supplicant)."""
+
+    code = "NotListening"

@@ -47,7 +47,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from fastpayd.wifidirect import defs, service
-from fastpayd.wifidirect.errors import FormationFailed, PeerGone, WifiDirectError, WpaError
+from fastpayd.wifidirect.errors import (
+    FormationFailed,
+    NotListening,
+    PeerGone,
+    WifiDirectError,
+    WpaError,
+)
 from fastpayd.wifidirect.group import choose, probe
 from fastpayd.wifidirect.manager import Group, Peer, Signal, WpaManager
 from fastpayd.wifidirect.service import FastPayRecord
@@ -74,6 +80,7 @@ EVENTS = (
     "reinvoke_failed",  # address, reason, elapsed (client: fell back to a WPS join)
     "group_merge",  # into, members (authority: leaving its empty group for a better one)
     "group_choice",  # action (go/join/wait), target, heard, waited (authority, sharing)
+    "go_silent",  # go, probes, hold (member authority: its GO stopped answering; left)
     "record_updated",  # group, members (authority: its advertised record changed)
     "client_discovered",  # address, client, level: a FastPay client of our committee
     "handoff_group_joined",  # address, ifname, elapsed (payer: in a group with the payee)
@@ -156,8 +163,19 @@ class WifiDirectAuthority(_Emitter):
                  sharing: bool = False, choose_window: float = 6.0, max_waits: int = 2,
                  known: Callable[[FastPayRecord], bool] | None = None,
                  probe_every: float = 10.0, persistent: bool = True,
-                 merge_every: float = 15.0) -> None:
+                 merge_every: float = 15.0, go_probe: float = 2.0, go_misses: int = 5,
+                 silent_hold: float = 300.0) -> None:
         super().__init__(on_event)
+        # Sharing, as a member: the GO's presence is probed every ``go_probe`` s inside its
+        # group; silent ``go_misses`` times in a row, its group is left and it is passed
+        # over (choice, merges) for ``silent_hold`` s.  wpa_supplicant keeps a group up
+        # when the daemon that made it dies, so without this a room would stay in its
+        # dead GO's group for good.  Slower to decide than a client (about 10 s): a busy GO
+        # under emulation can miss a few probes, and a member leaving splits the room.
+        self.go_probe = go_probe
+        self.go_misses = go_misses
+        self.silent_hold = silent_hold
+        self._silent: dict[str, float] = {}  # GO name → when it was found silent (monotonic)
         self.persistent = persistent
         self.merge_every = merge_every
         self.record = replace(record, group="") if sharing else record
@@ -214,6 +232,16 @@ class WifiDirectAuthority(_Emitter):
                       members=[n for n, _ in record.members])
 
     # -- group sharing (see fastpayd.wifidirect.group) ----------------------------------
+    def _usable(self, record: FastPayRecord, now: float) -> bool:
+        """A record worth choosing, joining or merging into at monotonic ``now``: of our
+        committee (``known``) and not a GO found silent in its own group within
+        ``silent_hold`` seconds."""
+        since = self._silent.get(record.name)
+        if since is not None and now - since >= self.silent_hold:
+            del self._silent[record.name]
+            since = None
+        return since is None and self.known(record)
+
     async def _choose_and_take(self) -> None:
         """Listen, then become GO or join the chosen GO's group (and say so)."""
         finder = WifiDirectClient(self.record.committee, manager=self.manager,
@@ -223,8 +251,10 @@ class WifiDirectAuthority(_Emitter):
         # may miss a window's query, and must not look absent (we would split the room).
         heard: dict[str, AuthorityPeer] = {}
         while not self._stopping:
-            now = {p.record.name: p for p in await finder.discover(timeout=self.choose_window)
-                   if p.record.name != self.record.name and self.known(p.record)}
+            found = await finder.discover(timeout=self.choose_window)
+            t = time.monotonic()
+            now = {p.record.name: p for p in found
+                   if p.record.name != self.record.name and self._usable(p.record, t)}
             heard.update(now)
             choice = choose(self.record.name, {n: p.record.group for n, p in heard.items()},
                             waited, self.max_waits)
@@ -251,7 +281,12 @@ class WifiDirectAuthority(_Emitter):
                                              watch_lost=False) as member:
                     self.member_of = member
                     joined.set_result(member)
-                    await member.gone.wait()
+                    watch = asyncio.ensure_future(self._watch_go(member))
+                    try:
+                        await member.gone.wait()
+                    finally:
+                        watch.cancel()
+                        await asyncio.gather(watch, return_exceptions=True)
             except (WifiDirectError, TimeoutError, OSError) as exc:
                 if not joined.done():
                     joined.set_exception(exc)
@@ -271,6 +306,26 @@ class WifiDirectAuthority(_Emitter):
             return False
         await self._advertise(replace(self.record, group=go.record.name, members=()))
         return True
+
+    async def _watch_go(self, member: Membership) -> None:
+        """Member of a shared group: probe the GO's presence in it; silent ``go_misses``
+        probes in a row (its daemon died or hangs while wpa_supplicant keeps the group
+        up, or it is out of range), end the membership and pass the GO over a while."""
+        go, silent = member.peer.record.name, 0
+        while self.go_probe > 0 and not member.gone.is_set():
+            try:
+                answers = await probe(member.group.ifname, self.record.port,
+                                      self.record.committee, wait=self.go_probe, repeats=2)
+            except OSError as exc:
+                log.warning("presence probe of %s's group: %s", go, exc)
+                return
+            silent = 0 if go in answers else silent + 1
+            if silent >= self.go_misses:
+                self._silent[go] = time.monotonic()
+                self.emit("go_silent", go=go, probes=silent, hold=self.silent_hold)
+                member.reason = "GO silent"
+                member.set_gone()
+                return
 
     async def _refresh_members(self) -> None:
         """GO with sharing: list in our record the authorities that answer in our group."""
@@ -308,7 +363,7 @@ class WifiDirectAuthority(_Emitter):
                 continue
             mine = (len(self.record.members), self.record.name)
             better = sorted((p for p in found if p.record.name != self.record.name
-                             and self.known(p.record) and p.record.is_go
+                             and self._usable(p.record, time.monotonic()) and p.record.is_go
                              and (-len(p.record.members), p.record.name)
                              < (-mine[0], mine[1])),
                             key=lambda p: (-len(p.record.members), p.record.name))
@@ -777,17 +832,21 @@ class WifiDirectClient(_Emitter):
 
     async def open_tcp(self, group: Group, port: int, deadline: float,
                        opener: Callable[[str, int], Awaitable[T]],
-                       member: str | None = None) -> tuple[T, str]:
+                       member: str | None = None, refused_for: float = 10.0
+                       ) -> tuple[T, str]:
         """Connect to the GO of ``group`` (or to the ``member`` at that link-local address
         in it) on ``port``; retry until ``deadline``.
 
         ``opener(host, port)`` makes the connection (the daemon's builds its framed
-        protocol). Returns ``(whatever opener returned, host)``.
+        protocol). Returns ``(whatever opener returned, host)``.  Refused without a break
+        for ``refused_for`` seconds (longer than a daemon takes from its group to its
+        socket): :class:`NotListening`, before the deadline.
         """
         open_fn = opener
         delay = 0.05
         last: Exception | None = None
         host = ""
+        refused_since: float | None = None
         while time.monotonic() < deadline:
             if not member and not group.bssid:
                 # A re-invoked group may report its BSSID only once associated.
@@ -809,6 +868,14 @@ class WifiDirectClient(_Emitter):
                         errno.ENETUNREACH, errno.ETIMEDOUT, None):
                     raise
                 last = exc
+                if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+                    now = time.monotonic()
+                    refused_since = now if refused_since is None else refused_since
+                    if now - refused_since >= refused_for:
+                        raise NotListening(f"{host} port {port} refused every connection "
+                                           f"for {now - refused_since:.0f} s") from None
+                else:
+                    refused_since = None
                 await asyncio.sleep(delay)  # back off between connection attempts
                 delay = min(delay * 2, 1.0)
         raise PeerGone(f"no TCP connection to {host} port {port}: {last!r}")

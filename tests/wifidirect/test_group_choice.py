@@ -79,3 +79,24 @@ async def test_responder_answers_its_committee_only():
     finally:
         sock.close()
         transport.close()
+
+
+def test_a_go_found_silent_is_passed_over_for_silent_hold_seconds():
+    # wpa_supplicant keeps a dead daemon's group and records: a member that found its GO
+    # silent must not choose it (or merge into it) again at once.
+    from fastpayd.wifidirect.radio import WifiDirectAuthority
+    from fastpayd.wifidirect.service import FastPayRecord
+
+    def record(name: str) -> FastPayRecord:
+        return FastPayRecord(role="authority", name=name, public_key=bytes(32),
+                             committee="c", port=7400, group=name)
+
+    me = WifiDirectAuthority(record("auth1"), sharing=True, silent_hold=60.0)
+    me._silent["auth0"] = 100.0
+    assert not me._usable(record("auth0"), 100.0)
+    assert not me._usable(record("auth0"), 159.9)
+    assert me._usable(record("auth2"), 120.0)
+    assert me._usable(record("auth0"), 160.0)  # held long enough: heard again, used again
+    assert "auth0" not in me._silent
+    me.known = lambda r: r.name != "auth2"  # and the committee check still applies
+    assert not me._usable(record("auth2"), 200.0)
