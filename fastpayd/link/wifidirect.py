@@ -97,6 +97,10 @@ from fastpayd.wifidirect.radio import DEFAULT_FREQUENCY, Membership
 
 log = logging.getLogger(__name__)
 
+# s a port in the peer's group may refuse every connection before we give up on it
+# (NotListening): a daemon opens its socket well within this of its group starting.
+REFUSED_FOR = 10.0
+
 DEFAULT_PORT = 7400
 
 
@@ -645,7 +649,7 @@ class WifiDirectLink(Link):
 
         deadline = max(member.deadline, t0 + self.config.connect_timeout)
         conn, host = await client.open_tcp(member.group, ap.record.port, deadline, opener,
-                                           member=ap.host)
+                                           member=ap.host, refused_for=REFUSED_FOR)
         member.on_gone.append(conn.close)
         self.events.emit("session_opened", authority=name, address=ap.address, host=host,
                          elapsed=time.monotonic() - t0, shared=ap.host is not None)

@@ -832,15 +832,15 @@ class WifiDirectClient(_Emitter):
 
     async def open_tcp(self, group: Group, port: int, deadline: float,
                        opener: Callable[[str, int], Awaitable[T]],
-                       member: str | None = None, refused_for: float = 10.0
+                       member: str | None = None, refused_for: float | None = None
                        ) -> tuple[T, str]:
         """Connect to the GO of ``group`` (or to the ``member`` at that link-local address
         in it) on ``port``; retry until ``deadline``.
 
         ``opener(host, port)`` makes the connection (the daemon's builds its framed
         protocol). Returns ``(whatever opener returned, host)``.  Refused without a break
-        for ``refused_for`` seconds (longer than a daemon takes from its group to its
-        socket): :class:`NotListening`, before the deadline.
+        for ``refused_for`` seconds, if given (longer than a daemon takes from its group
+        to its socket): :class:`NotListening`, before the deadline.
         """
         open_fn = opener
         delay = 0.05
@@ -871,7 +871,7 @@ class WifiDirectClient(_Emitter):
                 if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
                     now = time.monotonic()
                     refused_since = now if refused_since is None else refused_since
-                    if now - refused_since >= refused_for:
+                    if refused_for is not None and now - refused_since >= refused_for:
                         raise NotListening(f"{host} port {port} refused every connection "
                                            f"for {now - refused_since:.0f} s") from None
                 else:
