@@ -32,6 +32,7 @@ A caller that hangs up ends its wait at once (:func:`fastpayd.control.unless_hun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from fastpayd.control import ControlError, Progress, unless_hung_up
@@ -233,10 +234,8 @@ def _told(node: Any) -> bool:
 
 async def _flushed(pump: Any, timeout: float) -> None:
     """Return after the pump's next flush, or after ``timeout`` seconds."""
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(pump.changed(), timeout)
-    except TimeoutError:
-        pass
 
 
 async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -260,7 +259,10 @@ async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[s
         cursor = node.events.last_seq
     progress({"step": "waiting", "state": watch.state, "balance": node.state.balance,
               "event": None})
-    answer = watch.outcome() if _told(node) else None
+    def look() -> dict[str, Any] | None:
+        return watch.outcome() if _told(node) else None
+
+    answer = look()
     while answer is None:
         # Event by event, so that last_seq is where the condition came true: the next
         # wait's `since`, which then misses nothing.
@@ -270,11 +272,11 @@ async def wait(node: Any, request: dict[str, Any], progress: Progress) -> dict[s
                 progress({"step": str(event["event"]), "state": watch.state,
                           "balance": node.state.balance,
                           "event": {k: v for k, v in event.items() if k not in _INTERNAL}})
-                answer = watch.outcome() if _told(node) else None
+                answer = look()
                 if answer is not None:
                     break
         else:
-            answer = watch.outcome() if _told(node) else None
+            answer = look()
         if answer is not None:
             break
         remaining = deadline - loop.time()
