@@ -133,6 +133,7 @@ FASTPAY_LINK_KEYS = frozenset({
     "port", "frequency", "bus", "discovery_window", "discovery_pause", "join_timeout",
     "linger", "stale_rounds", "fresh_for", "committee", "group_sharing", "choose_window",
     "persistent_groups", "in_group_probe", "in_group_misses", "handoff_timeout", "handoff_hold",
+    "silent_hold",
 })
 
 # Timeline commands and the shape of their arguments (the CLI's commands, emulation/cli.py
