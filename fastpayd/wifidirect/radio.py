@@ -69,6 +69,7 @@ EVENTS = (
     "authority_discovered",  # address, authority, committee, port, level, sd_seconds
     "sd_retry",  # address, attempt: a service discovery request went unanswered; asked again
     "peer_ignored",  # address, reason: not a FastPay authority of our committee
+    "find_round",  # round, found, since_start: a long discover() window started Find afresh
     "group_started",  # role, ifname, frequency, elapsed (authority: GO up)
     "group_finished",  # role, ifname, reason
     "group_joined",  # address, ifname, go_address, elapsed, attempts (client)
@@ -540,6 +541,8 @@ class WifiDirectClient(_Emitter):
         self.reinvoke_timeout = 12.0
         # Service discovery requests per device and round before it counts as silent.
         self.sd_attempts = 3
+        # Seconds per P2P Find round inside one discover() window (see discover).
+        self.find_round = 20.0
         self.authorities: dict[str, AuthorityPeer] = {}  # by device address
         # Clients of our committee heard advertising (payees for a direct hand-off).
         self.clients: dict[str, AuthorityPeer] = {}  # by device address
@@ -587,12 +590,18 @@ class WifiDirectClient(_Emitter):
         Runs P2P Find for up to ``timeout`` seconds (less if ``want`` authorities were
         found) and asks every device found for its Bonjour services. Devices without a
         FastPay authority record of our committee are ignored (``peer_ignored``).
+
+        A window longer than :attr:`find_round` runs as several Find rounds: a round that
+        ends short of ``want`` starts Find afresh (wpa_supplicant then reports every device
+        in range again) and asks again the devices that never answered, so one missed
+        probe or lost service answer costs a round, not the whole window (``find_round``).
         """
         t0 = time.monotonic()
         deadline = t0 + timeout
         found: dict[str, AuthorityPeer] = {}
         enough = asyncio.Event()
         queries: dict[str, asyncio.Task[None]] = {}
+        silent: set[str] = set()  # peer paths that never answered this round
 
         async def query(peer: Peer) -> None:
             tq = time.monotonic()
@@ -617,6 +626,7 @@ class WifiDirectClient(_Emitter):
                     self.emit("sd_retry", address=peer.address, attempt=attempt,
                               since_start=time.monotonic() - t0)
             if sig is None:
+                silent.add(peer.path)
                 self.emit("peer_ignored", address=peer.address, reason="no service answer")
                 return
             every = service.records_from_tlvs(bytes(sig.args[0].get("tlvs", b"")))
@@ -663,12 +673,26 @@ class WifiDirectClient(_Emitter):
 
         token = self.manager.subscribe(on_found)
         try:
-            await self.manager.find("social")
-            for peer in list(self.manager.peers.values()):
-                if peer.found:  # found earlier in this manager's life: ask again
-                    start_query(peer)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(enough.wait(), max(0.0, deadline - time.monotonic()))
+            rounds = 0
+            while True:
+                rounds += 1
+                await self.manager.find("social")
+                for peer in list(self.manager.peers.values()):
+                    if peer.found:  # found earlier in this manager's life: ask again
+                        start_query(peer)
+                round_end = min(deadline, time.monotonic() + self.find_round)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(enough.wait(), max(0.0, round_end - time.monotonic()))
+                if enough.is_set() or deadline - time.monotonic() < 1.0:
+                    break
+                # Short of ``want`` with time left: a fresh Find; the silent are asked again.
+                for path in [p for p in silent if queries[p].done()]:
+                    silent.discard(path)
+                    del queries[path]
+                self.emit("find_round", round=rounds + 1, found=len(found),
+                          since_start=time.monotonic() - t0)
+                with contextlib.suppress(WifiDirectError):
+                    await self.manager.stop_find()
         finally:
             self.manager.unsubscribe(token)
             for task in queries.values():

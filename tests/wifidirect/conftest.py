@@ -212,6 +212,13 @@ class EventLog(list[tuple[str, str, dict[str, Any]]]):
     def named(self, name: str, station: str | None = None) -> list[dict[str, Any]]:
         return [f for s, n, f in self if n == name and (station is None or s == station)]
 
+    def story(self) -> str:
+        """Every event, one line each, times from the first (for a failure message)."""
+        t0 = min((f["t"] for _, _, f in self if "t" in f), default=0.0)
+        return "\n".join(
+            f"{f.get('t', t0) - t0:7.2f} {s:6} {n} "
+            + " ".join(f"{k}={v}" for k, v in f.items() if k != "t") for s, n, f in self)
+
 
 @pytest.fixture
 def events() -> EventLog:

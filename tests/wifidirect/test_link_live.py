@@ -184,6 +184,8 @@ async def test_join_exchange_and_leave(stations: Any, events: Any) -> None:
     try:
         out = await cli.run(discover_and_echo(cli, events.sink("cli1"), auth_st.p2p_address,
                                               {"op": "ping", "n": 1, "blob": b"\x00" * 1000}))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{events.story()}") from exc
     finally:
         await auth_st.run(stop_authority(auth))
     assert out["reply"] == {"echo": {"op": "ping", "n": 1, "blob": b"\x00" * 1000},
@@ -214,7 +216,7 @@ async def test_three_clients_join_concurrently(stations: Any, events: Any) -> No
     finally:
         await auth_st.run(stop_authority(auth))
     failures = [r for r in results if isinstance(r, BaseException)]
-    assert not failures, failures
+    assert not failures, f"{failures}\n{events.story()}"
     for st, out in zip(clients, results, strict=True):
         assert isinstance(out, dict)
         assert out["reply"] == {"echo": {"from": st.name}, "by": "auth1"}
