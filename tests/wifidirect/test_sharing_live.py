@@ -319,3 +319,64 @@ async def _go_lost(room: dict[str, Daemon], record_property: Any) -> None:
     print(f"[figures] GO {go_name} killed: members noticed in {noticed:.1f} s, "
           f"{new_go}'s group lists the others {reformed:.1f} s after the kill")
 
+
+
+def _radio(station: Any, blocked: bool) -> None:
+    """Soft-block (or unblock) ``station``'s radio, as walking out of everyone's range:
+    through rfkill inside its namespace (``ip netns exec`` mounts that namespace's sysfs,
+    where /sys/class/ieee80211 lists only its own phy)."""
+    value = "1" if blocked else "0"
+    subprocess.run(["ip", "netns", "exec", station.netns, "sh", "-c",
+                    f"for r in /sys/class/ieee80211/*/rfkill*; do echo {value} > $r/soft; done"],
+                   check=True, capture_output=True, timeout=30)
+
+
+async def test_member_out_of_range_inside_the_group_is_noticed_within_seconds(
+        room: dict[str, Daemon], stations: Any, record_property: Any) -> None:
+    """A client in a shared group runs no discovery; an authority of that group walking
+    away (its radio blocked) must still leave the client's in-range table within a few
+    seconds: the in-group presence probe finds it silent (issue target: 5 s; before the
+    probe, 26-32 s)."""
+    try:
+        await _member_walks_away(room, stations, record_property)
+    except (AssertionError, StopIteration, KeyError, TimeoutError) as exc:
+        raise AssertionError(f"{exc!r}\n--- the daemons' events ---\n{await _story(room)}"
+                             ) from None
+
+
+async def _member_walks_away(room: dict[str, Daemon], stations: Any,
+                             record_property: Any) -> None:
+    client = room["client0"]
+    assert client.proc is not None, "needs the first test's room and client"
+    alive = [n for n in AUTHS if (proc := room[n].proc) is not None and proc.poll() is None]
+    statuses = {n: await _status_group(room[n]) for n in alive}
+    go_name = _go_of(statuses)
+    members = [n for n, g in statuses.items() if g.get("role") == "member"
+               and g.get("go") == go_name]
+    assert members, statuses
+    t_pay = time.monotonic()
+    await _pay_until_final(client, 1)
+    # The payment rode on a membership of go_name's group; the client lingers in it.
+    group = (await client.ctl({"cmd": "status"}))["link"]["group"]
+    assert group and group.get("joined") == go_name, group
+    shared = [n for n in members if n in group.get("shared_with", [])]
+    walker = (shared or members)[-1]
+    t_block = time.monotonic()
+    _radio(stations[STATION[walker]], blocked=True)
+    try:
+        left = await client.wait_event(
+            lambda e: (e["event"] == "authority_out_of_range" and e.get("authority") == walker
+                       and e.get("t", 0) > t_block), 120, f"the client noticing {walker} gone")
+    finally:
+        _radio(stations[STATION[walker]], blocked=False)
+    noticed = float(left["t"]) - t_block
+    record_property("member_out_of_range_noticed_s", round(noticed, 2))
+    print(f"[figures] {walker}'s radio blocked while client0 sat in {go_name}'s group: "
+          f"out of range after {noticed:.2f} s ({left.get('reason')})")
+    # Noticed inside the group, by its presence probe -- not by a later discovery round.
+    assert left.get("reason") == "silent in the group", left
+    joined = [e for e in await client.events()
+              if e["event"] == "group_joined" and e["t"] > t_pay]
+    assert len(joined) <= 1, joined
+    # The bound with a margin for a loaded TCG guest (the probe's own cadence: 1 s x 3).
+    assert noticed <= 10.0, noticed
